@@ -1,0 +1,1 @@
+"""Adapters: one per scheduler, storage mode and auth scheme."""

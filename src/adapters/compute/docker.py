@@ -1,0 +1,254 @@
+"""Docker / Podman compute adapter (``CONTAINER_ENV=docker`` or ``podman``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+
+from ...config import ContainerUser
+from ...domain.errors import (
+    BackendUnavailable,
+    ImageNotAvailable,
+    InvalidJobSpec,
+    JobAlreadyExists,
+    JobNotFound,
+    ResourceUnavailable,
+)
+from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+JOB_TYPE_LABEL = "org.chrisproject.job_type"
+
+
+def docker_status(state: Mapping[str, Any]) -> JobStatus:
+    """Map a container's ``State`` (inspect output) to a job status (contract §7.1)."""
+    if state.get("Running") or state.get("Paused"):
+        return JobStatus.STARTED
+    status = state.get("Status")
+    if status == "created":
+        return JobStatus.NOT_STARTED
+    if state.get("OOMKilled") or state.get("Dead"):
+        return JobStatus.FINISHED_WITH_ERROR
+    if status == "exited":
+        if state.get("ExitCode") == 0:
+            return JobStatus.FINISHED_SUCCESSFULLY
+        return JobStatus.FINISHED_WITH_ERROR
+    return JobStatus.UNDEFINED
+
+
+def job_info_from_inspect(name: str, attrs: Mapping[str, Any]) -> JobInfo:
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    finished = state.get("FinishedAt") or ZERO_TIME
+    return JobInfo(
+        name=name,
+        image=config.get("Image") or "",
+        cmd=shlex.join(config.get("Cmd") or []),
+        status=docker_status(state),
+        message=state.get("Status") or "",
+        timestamp=finished if finished != ZERO_TIME else state.get("StartedAt") or ZERO_TIME,
+    )
+
+
+def decode_logs(raw: bytes | str) -> str:
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+@dataclass(frozen=True, slots=True)
+class DockerOptions:
+    storebase: str  # host path of storeBase as the engine sees it
+    labels: tuple[tuple[str, str], ...] = ()
+    ignore_limits: bool = False
+    container_user: ContainerUser | None = None
+    shm_size_mib: int | None = None
+    pull_images: bool = False
+    network: str | None = None
+
+
+def _is_gpu_error(error: docker.errors.APIError) -> bool:
+    text = str(error).lower()
+    return "device driver" in text or "gpu" in text or "nvidia" in text
+
+
+class DockerCompute:
+    """Runs each job as one container named after the job id."""
+
+    def __init__(self, client: docker.DockerClient, options: DockerOptions) -> None:
+        self.client = client
+        self.api = client.api
+        self.options = options
+
+    # -- schedule ---------------------------------------------------------
+    def _host_config(self, job: ContainerJob) -> dict[str, Any]:
+        opts = self.options
+        res = job.resources
+        mounts = [
+            docker.types.Mount(
+                target=m.target,
+                source=os.path.join(opts.storebase, m.source) if m.source else opts.storebase,
+                type="bind",
+                read_only=m.read_only,
+            )
+            for m in job.mounts
+        ]
+        kwargs: dict[str, Any] = {
+            "mounts": mounts,
+            "restart_policy": {"Name": "no", "MaximumRetryCount": 0},
+        }
+        if not opts.ignore_limits:
+            memory = res.memory_limit * 1024 * 1024
+            kwargs.update(nano_cpus=res.cpu_limit * 1_000_000, mem_limit=memory, memswap_limit=memory)
+        if res.gpu_limit > 0:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(count=res.gpu_limit, capabilities=[["gpu"]])
+            ]
+        if opts.shm_size_mib:
+            kwargs["shm_size"] = opts.shm_size_mib * 1024 * 1024
+        if opts.network:
+            kwargs["network_mode"] = opts.network
+        return kwargs
+
+    def _user(self) -> tuple[str | None, list[int] | None]:
+        if self.options.container_user is None:
+            return None, None
+        uid, gid = self.options.container_user.pick()
+        if uid is None:
+            return None, [gid] if gid is not None else None
+        return (f"{uid}:{gid}" if gid is not None else str(uid)), None
+
+    def _ensure_image(self, image: str) -> None:
+        try:
+            self.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            if not self.options.pull_images:
+                raise ImageNotAvailable(
+                    f"image: {image!r} is not present on the compute host "
+                    "(this server does not pull images unless PULL_IMAGES=yes)"
+                ) from None
+            try:
+                self.client.images.pull(image)
+            except docker.errors.APIError as e:
+                raise ImageNotAvailable(f"image: {image!r} could not be pulled: {e.explanation}") from None
+
+    def check(self, image: str, resources: Resources) -> None:
+        n = resources.number_of_workers
+        if n != 1:
+            raise InvalidJobSpec(
+                f"Compute environment only supports number_of_workers=1, got number_of_workers={n}"
+            )
+        self._ensure_image(image)
+
+    def schedule(self, job: ContainerJob) -> JobInfo:
+        self.check(job.image, job.resources)
+        user, group_add = self._user()
+        host_config_kwargs = self._host_config(job)
+        if group_add:
+            host_config_kwargs["group_add"] = group_add
+        labels = {**dict(self.options.labels), **job.labels, JOB_TYPE_LABEL: "plugin"}
+        def create() -> None:
+            self.api.create_container(
+                image=job.image,
+                command=list(job.command),
+                name=job.name,
+                environment=list(job.env),
+                labels=labels,
+                user=user,
+                host_config=self.api.create_host_config(**host_config_kwargs),
+                detach=True,
+            )
+
+        try:
+            create()
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                raise JobAlreadyExists(job.name) from None
+            if e.status_code == 400:
+                raise InvalidJobSpec(f"rejected by the container engine: {e.explanation}") from None
+            raise BackendUnavailable(f"container engine error: {e.explanation}") from e
+        except docker.errors.DockerException as e:
+            raise BackendUnavailable(f"container engine error: {e}") from e
+        try:
+            self.api.start(job.name)
+        except docker.errors.APIError as e:
+            self._discard(job.name)
+            if job.resources.gpu_limit > 0 and _is_gpu_error(e):
+                raise ResourceUnavailable(
+                    f"gpu_limit: this compute host cannot provide {job.resources.gpu_limit} GPU(s)"
+                ) from None
+            if e.status_code == 400:
+                raise InvalidJobSpec(f"rejected by the container engine: {e.explanation}") from None
+            raise BackendUnavailable(f"container engine error: {e.explanation}") from e
+        except BaseException:
+            self._discard(job.name)
+            raise
+        return JobInfo(
+            name=job.name,
+            image=job.image,
+            cmd=shlex.join(job.command),
+            status=JobStatus.NOT_STARTED,
+            message="created",
+            timestamp=ZERO_TIME,
+        )
+
+    def _discard(self, name: str) -> None:
+        try:
+            self.api.remove_container(name, force=True)
+        except docker.errors.DockerException:
+            pass
+
+    # -- observe ----------------------------------------------------------
+    def _inspect(self, name: str) -> dict[str, Any]:
+        try:
+            return self.api.inspect_container(name)  # type: ignore[no-any-return]
+        except docker.errors.NotFound as e:
+            raise JobNotFound(name, str(e)) from None
+        except docker.errors.DockerException as e:
+            raise BackendUnavailable(f"container engine error: {e}") from e
+
+    def info(self, name: str) -> JobInfo:
+        return job_info_from_inspect(name, self._inspect(name))
+
+    def state(self, name: str, log_tail: int) -> JobState:
+        info = self.info(name)
+        try:
+            raw = self.api.logs(name, stdout=True, stderr=True, tail=log_tail)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(name, str(e)) from None
+        except docker.errors.DockerException as e:
+            raise BackendUnavailable(f"container engine error: {e}") from e
+        return JobState(info, decode_logs(raw))
+
+    def remove(self, name: str) -> None:
+        try:
+            self.api.remove_container(name, force=True)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(name, str(e)) from None
+        except docker.errors.DockerException as e:
+            raise BackendUnavailable(f"container engine error: {e}") from e
+
+
+def discover_storebase(
+    client: docker.DockerClient, volume_name: str | None, selector: str, storebase_mount: str
+) -> str:
+    """Host path of storeBase for ``COMPUTE_VOLUME_TYPE=docker_local_volume`` (§5.6)."""
+    if volume_name:
+        volume = client.volumes.get(volume_name)
+        driver = volume.attrs.get("Driver")
+        if driver != "local":
+            raise ValueError(f'Volume "{volume_name}" uses unsupported driver: {driver}')
+        return str(volume.attrs["Mountpoint"])
+    containers = client.containers.list(filters={"label": selector})
+    if not containers:
+        raise ValueError(f"No container found with label {selector}")
+    container = containers[0]
+    for mount in container.attrs.get("Mounts") or []:
+        if mount.get("Destination") == storebase_mount:
+            return str(mount["Source"])
+    raise ValueError(f"Container {container.id} does not have a mount to {storebase_mount}")

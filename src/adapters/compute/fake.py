@@ -1,0 +1,94 @@
+"""An in-memory compute backend with controllable transitions, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass, field
+
+from ...domain.errors import ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
+from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
+
+
+@dataclass
+class FakeJob:
+    job: ContainerJob
+    status: JobStatus = JobStatus.NOT_STARTED
+    message: str = "created"
+    logs: str = ""
+    timestamp: str = "0001-01-01T00:00:00Z"
+
+
+@dataclass
+class FakeCompute:
+    """Behaves like a scheduler that accepts one worker per job."""
+
+    images: set[str] | None = None  # None: every image is available
+    jobs: dict[str, FakeJob] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    fail_next_schedule: Exception | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def check(self, image: str, resources: Resources) -> None:
+        if resources.number_of_workers != 1:
+            raise InvalidJobSpec(
+                "Compute environment only supports number_of_workers=1, "
+                f"got number_of_workers={resources.number_of_workers}"
+            )
+        if self.images is not None and image not in self.images:
+            raise ImageNotAvailable(f"image: {image!r} is not present on the compute host")
+
+    def schedule(self, job: ContainerJob) -> JobInfo:
+        self.check(job.image, job.resources)
+        with self._lock:
+            if self.fail_next_schedule is not None:
+                error, self.fail_next_schedule = self.fail_next_schedule, None
+                raise error
+            if job.name in self.jobs:
+                raise JobAlreadyExists(job.name)
+            self.jobs[job.name] = FakeJob(job)
+        return self.info(job.name)
+
+    def _get(self, name: str) -> FakeJob:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            raise JobNotFound(name, f"No such container: {name}") from None
+
+    def info(self, name: str) -> JobInfo:
+        fake = self._get(name)
+        return JobInfo(
+            name=name,
+            image=fake.job.image,
+            cmd=shlex.join(fake.job.command),
+            status=fake.status,
+            message=fake.message,
+            timestamp=fake.timestamp,
+        )
+
+    def state(self, name: str, log_tail: int) -> JobState:
+        info = self.info(name)
+        lines = self.jobs[name].logs.splitlines(keepends=True)
+        return JobState(info, "".join(lines[-log_tail:]) if log_tail else "")
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._get(name)
+            del self.jobs[name]
+            self.removed.append(name)
+
+    # Test controls -----------------------------------------------------
+    def start(self, name: str) -> None:
+        fake = self._get(name)
+        fake.status, fake.message = JobStatus.STARTED, "running"
+
+    def finish(self, name: str, exit_code: int = 0, logs: str = "") -> None:
+        fake = self._get(name)
+        fake.status = (
+            JobStatus.FINISHED_SUCCESSFULLY if exit_code == 0 else JobStatus.FINISHED_WITH_ERROR
+        )
+        fake.message = "exited"
+        fake.logs += logs
+        fake.timestamp = "2026-01-01T00:00:00.000000000Z"

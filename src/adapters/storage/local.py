@@ -1,0 +1,179 @@
+"""storeBase on a local (or mounted) POSIX filesystem: the pieces every mode shares."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import stat
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from ...domain.errors import InvalidInputData, JobAlreadyExists, JobNotFound, OutputNotFound
+from ...domain.model import OutputListing
+
+log = structlog.get_logger(__name__)
+
+LINK_SUFFIX = ".chrislink"
+CHUNK = 1024 * 1024
+
+
+def timestamp() -> str:
+    """pfcon's ``data.timestamp``: local time, space separator, no zone."""
+    return str(datetime.datetime.now())
+
+
+def normalize_storage_path(path: str, field: str) -> str:
+    """A path relative to storeBase, stripped of leading/trailing '/', never escaping it."""
+    if "\x00" in path:
+        raise InvalidInputData(f"{field}: invalid path {path!r}")
+    stripped = path.strip("/")
+    parts = [p for p in stripped.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise InvalidInputData(f"{field}: path must stay inside storeBase: {path!r}")
+    return "/".join(parts)
+
+
+def resolve_inside(root: str, rel: str, field: str) -> str:
+    """Absolute path of ``rel`` under ``root`` after following symlinks; must stay inside."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, rel))
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise InvalidInputData(f"{field}: path must stay inside storeBase: {rel!r}")
+    return real
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    rel: str
+    path: str
+    size: int
+
+
+def iter_output_files(root: str) -> Iterator[OutputFile]:
+    """Regular files under ``root``, sorted, no symlinks, no ChRIS link files."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(LINK_SUFFIX):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            yield OutputFile(os.path.relpath(path, root).replace(os.sep, "/"), path, st.st_size)
+
+
+def list_outputs(root: str, job_output_path: str) -> OutputListing:
+    return OutputListing(job_output_path, tuple(f.rel for f in iter_output_files(root)))
+
+
+class _Sink:
+    """A write-only, unseekable byte sink that zipfile writes into."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self.size = 0
+        return data
+
+
+def iter_zip(root: str, compression: int = zipfile.ZIP_STORED) -> Iterator[bytes]:
+    """Stream a zip of every output file under ``root`` in chunks of about 1 MiB.
+
+    Memory stays bounded whatever the size: each file is read and compressed
+    chunk by chunk and the archive uses data descriptors (no seeking back).
+    """
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=compression, allowZip64=True) as archive:  # type: ignore[arg-type]
+        for entry in iter_output_files(root):
+            info = zipfile.ZipInfo.from_file(entry.path, arcname=entry.rel)
+            info.compress_type = compression
+            try:
+                src = open(entry.path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with src, archive.open(info, "w", force_zip64=info.file_size > 2**31) as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+                    if sink.size >= CHUNK:
+                        yield sink.take()
+            if sink.size >= CHUNK:
+                yield sink.take()
+    tail = sink.take()
+    if tail:
+        yield tail
+
+
+def _force_remove(func, path, _exc_info) -> None:  # type: ignore[no-untyped-def]
+    # A job may leave read-only directories behind; make them writable and retry.
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
+    except FileNotFoundError:
+        pass
+
+
+class StoreBase:
+    """The directory pfcon sees as storeBase (STOREBASE_MOUNT) and its ``key-<jid>`` dirs."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def key_dir(self, jid: str) -> str:
+        return os.path.join(self.root, f"key-{jid}")
+
+    def incoming(self, jid: str) -> str:
+        return os.path.join(self.key_dir(jid), "incoming")
+
+    def outgoing(self, jid: str) -> str:
+        return os.path.join(self.key_dir(jid), "outgoing")
+
+    def claim(self, jid: str) -> str:
+        """Create ``key-<jid>/`` atomically; the claim that makes job ids unique."""
+        os.makedirs(self.root, exist_ok=True)
+        path = self.key_dir(jid)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            raise JobAlreadyExists(jid) from None
+        return path
+
+    def exists(self, jid: str) -> bool:
+        return os.path.isdir(self.key_dir(jid))
+
+    def delete(self, jid: str) -> None:
+        path = self.key_dir(jid)
+        if os.path.lexists(path):
+            shutil.rmtree(path, onerror=_force_remove)
+
+    def require(self, jid: str) -> str:
+        path = self.key_dir(jid)
+        if not os.path.isdir(path):
+            raise JobNotFound(jid, f"no data for job '{jid}'")
+        return path
+
+    def require_output_dir(self, rel: str) -> str:
+        path = resolve_inside(self.root, rel, "job_output_path")
+        if not os.path.isdir(path):
+            raise OutputNotFound(f"job_output_path: directory not found: {rel!r}")
+        return path

@@ -1,0 +1,1 @@
+"""The framework-free core: jobs, their lifecycle, and the ports it needs."""

@@ -1,0 +1,159 @@
+"""Jobs and their lifecycle: value objects only, standard library only."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+INPUT_DIR = "/share/incoming"
+OUTPUT_DIR = "/share/outgoing"
+
+# A job id becomes a Docker container name, a Swarm service name, a Kubernetes
+# Job name (RFC 1123 label, lower case, <= 63 characters), a SLURM job name and a
+# directory name ``key-<jid>``.  Only the intersection of those is accepted.
+JOB_ID_MAX_LENGTH = 63
+_JOB_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
+# Sanity bounds on resources; the engine would reject or misbehave beyond them.
+MAX_CPU_MILLICORES = 1_024_000  # 1024 cores
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
+MAX_GPUS = 64
+MAX_WORKERS = 10_000
+MIN_MEMORY_MIB = 6  # Docker refuses a hard memory limit under 6 MiB
+
+
+class PluginType(str, enum.Enum):
+    DS = "ds"
+    FS = "fs"
+    TS = "ts"
+
+
+class JobStatus(str, enum.Enum):
+    """Scheduler-independent job status, with pfcon 5.3's wire strings."""
+
+    NOT_STARTED = "notstarted"
+    STARTED = "started"
+    FINISHED_SUCCESSFULLY = "finishedSuccessfully"
+    FINISHED_WITH_ERROR = "finishedWithError"
+    UNDEFINED = "undefined"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {JobStatus.FINISHED_SUCCESSFULLY, JobStatus.FINISHED_WITH_ERROR, JobStatus.UNDEFINED}
+)
+
+
+def job_id_problem(jid: str) -> str | None:
+    """Why ``jid`` is not acceptable as a job id, or None when it is."""
+    if not jid:
+        return "must not be empty"
+    if len(jid) > JOB_ID_MAX_LENGTH:
+        return f"must be at most {JOB_ID_MAX_LENGTH} characters"
+    if not _JOB_ID_RE.match(jid):
+        return (
+            "must consist of lower case letters, digits and '-', "
+            "and start and end with a letter or digit"
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    number_of_workers: int = 1
+    cpu_limit: int = 1000  # millicores
+    memory_limit: int = 300  # MiB
+    gpu_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a client asks to run (pfcon's plugin job descriptors)."""
+
+    jid: str
+    image: str
+    entrypoint: tuple[str, ...]
+    type: PluginType
+    resources: Resources
+    args: tuple[str, ...] = ()
+    args_path_flags: tuple[str, ...] = ()
+    auid: str = ""
+    env: tuple[str, ...] = ()
+    input_dirs: tuple[str, ...] | None = None
+    output_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A storage location, relative to storeBase, made visible in the job."""
+
+    source: str  # path relative to storeBase ('' is storeBase itself)
+    target: str  # absolute path inside the job container
+    read_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StagedData:
+    """Where a job's input and output live once the storage step is done."""
+
+    nfiles: int
+    path: str  # the input location as the server sees it (pfcon's data.path)
+    mounts: tuple[Mount, ...]
+    timestamp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerJob:
+    """A fully resolved job for a compute backend: no storage or HTTP concepts."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: tuple[str, ...]
+    resources: Resources
+    mounts: tuple[Mount, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What the scheduler reports about a job (pfcon's ``compute`` object)."""
+
+    name: str
+    image: str
+    cmd: str
+    status: JobStatus
+    message: str
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    info: JobInfo
+    logs: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    data: StagedData
+    info: JobInfo
+
+
+@dataclass(frozen=True, slots=True)
+class OutputListing:
+    job_output_path: str
+    rel_file_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    server_version: str
+    pfcon_innetwork: bool
+    storage_env: str
+    container_env: str
+    compute_volume_type: str | None
+    extra: tuple[tuple[str, str], ...] = ()

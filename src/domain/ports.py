@@ -1,0 +1,95 @@
+"""Ports: what the domain needs from the outside world.
+
+Every port is synchronous. Adapters may block (Docker, Kubernetes, Swift, disk);
+entrypoints run the use cases in worker threads so an event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .model import ContainerJob, JobInfo, JobState, OutputListing, Resources, StagedData
+
+
+@dataclass(frozen=True, slots=True)
+class StagingRequest:
+    """The input side of a submission as the storage step sees it."""
+
+    upload_path: str | None = None  # a local file holding the uploaded zip
+    input_dirs: tuple[str, ...] | None = None
+    output_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZipStream:
+    """A zip archive produced lazily, chunk by chunk, with bounded memory."""
+
+    filename: str
+    chunks: Iterator[bytes]
+
+
+@runtime_checkable
+class ComputePort(Protocol):
+    """A scheduler that runs one container per job, named after the job id."""
+
+    def check(self, image: str, resources: Resources) -> None:
+        """Refuse, without side effects, a job this backend cannot run (image
+        absent, unsupported resources). Raises InvalidJobSpec or ImageNotAvailable."""
+        ...
+
+    def schedule(self, job: ContainerJob) -> JobInfo:
+        """Create and start the job. Raises JobAlreadyExists, ImageNotAvailable,
+        ResourceUnavailable, InvalidJobSpec or BackendUnavailable; on any error
+        nothing of the job is left on the backend."""
+        ...
+
+    def info(self, name: str) -> JobInfo:
+        """Raises JobNotFound."""
+        ...
+
+    def state(self, name: str, log_tail: int) -> JobState:
+        """Info plus the tail of the job's logs. Raises JobNotFound."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Stop and remove the job. Raises JobNotFound."""
+        ...
+
+
+@runtime_checkable
+class StoragePort(Protocol):
+    """Stages a job's input and reports its output, under ``key-<jid>/``."""
+
+    def validate(self, jid: str, request: StagingRequest) -> None:
+        """Check the request without side effects. Raises InvalidFields,
+        InvalidJobSpec or InvalidInputData."""
+        ...
+
+    def stage(self, jid: str, request: StagingRequest) -> StagedData:
+        """Claim ``key-<jid>/`` and stage the input. Raises JobAlreadyExists when
+        the job's data exists; on any other error nothing is left behind."""
+        ...
+
+    def exists(self, jid: str) -> bool: ...
+
+    def delete(self, jid: str) -> None:
+        """Remove the job's private data; never shared input or output dirs."""
+        ...
+
+    def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
+        """The job's outputs as a listing or a zip. Raises JobNotFound,
+        OutputNotFound or InvalidJobSpec."""
+        ...
+
+
+@runtime_checkable
+class AuthPort(Protocol):
+    def issue_token(self, user: str, password: str) -> str:
+        """Raises InvalidCredentials."""
+        ...
+
+    def verify_token(self, token: str) -> None:
+        """Raises InvalidToken or ExpiredToken."""
+        ...

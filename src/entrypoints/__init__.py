@@ -1,0 +1,1 @@
+"""Entrypoints: HTTP (Litestar) and CLI."""

@@ -1,0 +1,1 @@
+"""The pfcon-compatible REST API on Litestar."""

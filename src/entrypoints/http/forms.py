@@ -1,0 +1,204 @@
+"""pfcon-compatible request parsing: raw form multi-dicts to domain objects.
+
+pfcon used flask-restful's reqparse: form fields only, repeated keys for lists (a
+list sent once is still a list), the first value of a repeated scalar wins, and all
+missing or malformed fields are reported together in one 400.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import anyio.to_thread
+from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
+
+from ...domain.errors import InputTooLarge, InvalidFields, InvalidJobSpec
+from ...domain.model import JobSpec, PluginType, Resources
+
+MISSING = "Missing required parameter in the post body"
+MAX_FIELD_BYTES = 1024 * 1024
+MAX_FORM_BYTES = 16 * 1024 * 1024
+MAX_PARTS = 100_000
+WRITE_BATCH = 4 * 1024 * 1024
+
+REQUIRED_STR = ("jid", "auid", "image", "type")
+REQUIRED_INT = ("number_of_workers", "cpu_limit", "memory_limit", "gpu_limit")
+LIST_FIELDS = ("args", "args_path_flags", "entrypoint", "env", "input_dirs")
+
+
+@dataclass
+class FormData:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    upload_path: str | None = None
+
+    def add(self, name: str, value: str) -> None:
+        self.fields.setdefault(name, []).append(value)
+
+    def first(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def discard_upload(self) -> None:
+        if self.upload_path is not None:
+            try:
+                os.unlink(self.upload_path)
+            except FileNotFoundError:
+                pass
+            self.upload_path = None
+
+
+def _int_problem(raw: str) -> str | None:
+    try:
+        int(raw)
+    except ValueError:
+        return f"invalid literal for int() with base 10: {raw!r}"
+    return None
+
+
+def job_spec_from_form(form: FormData) -> JobSpec:
+    """Build a JobSpec, or raise InvalidFields with every problem at once."""
+    problems: dict[str, str] = {}
+    for name in (*REQUIRED_STR, *REQUIRED_INT):
+        value = form.first(name)
+        if value is None:
+            problems[name] = MISSING
+        elif name in REQUIRED_INT and (why := _int_problem(value)):
+            problems[name] = why
+    if not form.fields.get("entrypoint"):
+        problems["entrypoint"] = MISSING
+    plugin_type = form.first("type")
+    if plugin_type is not None and plugin_type not in ("ds", "fs", "ts"):
+        problems["type"] = f"{plugin_type} is not a valid choice"
+    if problems:
+        raise InvalidFields(problems)
+
+    def lst(name: str) -> tuple[str, ...]:
+        return tuple(form.fields.get(name, ()))
+
+    input_dirs = form.fields.get("input_dirs")
+    return JobSpec(
+        jid=(form.first("jid") or "").lstrip("/"),
+        image=form.first("image") or "",
+        entrypoint=lst("entrypoint"),
+        type=PluginType(plugin_type),
+        resources=Resources(
+            number_of_workers=int(form.first("number_of_workers") or 0),
+            cpu_limit=int(form.first("cpu_limit") or 0),
+            memory_limit=int(form.first("memory_limit") or 0),
+            gpu_limit=int(form.first("gpu_limit") or 0),
+        ),
+        args=lst("args"),
+        args_path_flags=lst("args_path_flags"),
+        auid=form.first("auid") or "",
+        env=lst("env"),
+        input_dirs=tuple(input_dirs) if input_dirs is not None else None,
+        output_dir=form.first("output_dir"),
+    )
+
+
+def parse_urlencoded(body: bytes) -> FormData:
+    form = FormData()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidJobSpec("the form is not valid UTF-8") from None
+    for name, value in pairs:
+        form.add(name, value)
+    return form
+
+
+async def parse_multipart(
+    stream: AsyncIterator[bytes],
+    boundary: str,
+    upload_dir: str | None,
+    max_upload_bytes: int,
+    upload_field: str = "data_file",
+) -> FormData:
+    """Parse multipart/form-data incrementally.
+
+    The part named ``upload_field`` goes to a temporary file (written from a
+    worker thread in batches); other parts are small text fields kept in memory.
+    Nothing is kept whole in memory, whatever the upload size.
+    """
+    form = FormData()
+    upload = None
+    pending = bytearray()
+    uploaded = 0
+    form_bytes = 0
+
+    async def flush() -> None:
+        if pending and upload is not None:
+            data = bytes(pending)
+            pending.clear()
+            await anyio.to_thread.run_sync(upload.write, data)
+
+    try:
+        with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=MAX_PARTS) as parser:
+            segment: MultipartSegment | None = None
+            text = bytearray()
+            async for chunk in _with_eof(stream):
+                if parser.closed:
+                    continue  # an epilogue after the closing boundary
+                for event in parser.parse(chunk):
+                    if isinstance(event, MultipartSegment):
+                        segment = event
+                        if segment.name == upload_field and upload is None:
+                            fd, path = tempfile.mkstemp(prefix="pfcon-upload-", suffix=".zip", dir=upload_dir)
+                            form.upload_path = path
+                            upload = os.fdopen(fd, "wb")
+                    elif event:
+                        if segment is None:
+                            continue
+                        if segment.name == upload_field and upload is not None and form.upload_path:
+                            uploaded += len(event)
+                            if uploaded > max_upload_bytes:
+                                raise InputTooLarge(
+                                    f"data_file: the upload exceeds the limit of {max_upload_bytes} bytes"
+                                )
+                            pending.extend(event)
+                            if len(pending) >= WRITE_BATCH:
+                                await flush()
+                        else:
+                            text.extend(event)
+                            form_bytes += len(event)
+                            if len(text) > MAX_FIELD_BYTES or form_bytes > MAX_FORM_BYTES:
+                                raise InputTooLarge(f"{segment.name}: form field too large")
+                    else:
+                        if segment is not None and segment.name != upload_field:
+                            try:
+                                form.add(segment.name, text.decode(segment.charset or "utf-8"))
+                            except (UnicodeDecodeError, LookupError):
+                                raise InvalidJobSpec(f"{segment.name}: not valid UTF-8") from None
+                        text.clear()
+                        segment = None
+        await flush()
+    except MultipartError as e:
+        _close(upload)
+        form.discard_upload()
+        raise InvalidJobSpec(f"Invalid multipart/form-data: {e}") from None
+    except BaseException:
+        _close(upload)
+        form.discard_upload()
+        raise
+    if upload is not None:
+        await anyio.to_thread.run_sync(upload.close)
+    return form
+
+
+def _close(upload) -> None:  # type: ignore[no-untyped-def]
+    if upload is not None:
+        try:
+            upload.close()
+        except OSError:
+            pass
+
+
+async def _with_eof(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        if chunk:
+            yield chunk
+    yield b""  # tells the push parser the body is complete
