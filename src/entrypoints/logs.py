@@ -21,7 +21,7 @@ def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", cache: bool = True) -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -35,7 +35,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     # Libraries that log through the standard library: keep them quiet and on stderr.
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)

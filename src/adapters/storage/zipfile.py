@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec
@@ -91,7 +92,7 @@ def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
                                 raise InputTooLarge("data_file: the archive expands beyond the limit")
                             dst.write(chunk)
                 nfiles += 1
-    except (zipfile.BadZipFile, EOFError, NotADirectoryError, IsADirectoryError, ValueError):
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotADirectoryError, IsADirectoryError, ValueError):
         raise InvalidInputData(BAD_ZIP) from None
     except OSError as e:
         if e.errno in (40, 20, 21, 17):  # ELOOP, ENOTDIR, EISDIR, EEXIST: conflicting names

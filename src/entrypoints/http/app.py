@@ -18,7 +18,8 @@ import msgspec
 import structlog
 from litestar import Litestar, Request, Response, Router, delete, get, post
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
 from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -90,7 +91,7 @@ def health() -> dict[str, str]:
 
 
 @post("/auth-token/", status_code=200)
-async def auth_token(request: Request[Any, Any, Any], auth: AuthService) -> dict[str, str]:
+async def auth_token(request: Request[Any, Any, Any], auth: NamedDependency[AuthService]) -> dict[str, str]:
     content_type = request.headers.get("content-type", "")
     if not content_type.split(";")[0].strip().lower().endswith("json"):
         raise HTTPException(
@@ -116,7 +117,7 @@ async def auth_token(request: Request[Any, Any, Any], auth: AuthService) -> dict
 
 
 @get("/jobs/", sync_to_thread=False)
-def server_info(jobs: JobService) -> dict[str, Any]:
+def server_info(jobs: NamedDependency[JobService]) -> dict[str, Any]:
     info = jobs.server_info()
     body: dict[str, Any] = {
         "server_version": info.server_version,
@@ -148,7 +149,7 @@ async def _read_form(request: Request[Any, Any, Any], upload_dir: str | None, ma
 
 @post("/jobs/", status_code=201, request_max_body_size=None)
 async def submit_job(
-    request: Request[Any, Any, Any], jobs: JobService, runner: Runner, upload_limits: tuple[str | None, int]
+    request: Request[Any, Any, Any], jobs: NamedDependency[JobService], runner: NamedDependency[Runner], upload_limits: NamedDependency[tuple[str | None, int]]
 ) -> dict[str, Any]:
     form = await _read_form(request, *upload_limits)
     try:
@@ -165,20 +166,20 @@ async def submit_job(
 
 
 @get("/jobs/{jid:str}/")
-async def job_status(jid: str, jobs: JobService, runner: Runner) -> dict[str, Any]:
+async def job_status(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> dict[str, Any]:
     structlog.contextvars.bind_contextvars(job_id=jid)
     state = await runner.run(jobs.status, jid)
     return {"compute": compute_body(state.info, jid, state.logs)}
 
 
 @delete("/jobs/{jid:str}/", status_code=204)
-async def delete_job(jid: str, jobs: JobService, runner: Runner) -> None:
+async def delete_job(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> None:
     structlog.contextvars.bind_contextvars(job_id=jid)
     await runner.run(jobs.delete, jid)
 
 
 @get("/jobs/{jid:str}/file/")
-async def job_file(request: Request[Any, Any, Any], jid: str, jobs: JobService, runner: Runner) -> Response[Any]:
+async def job_file(request: Request[Any, Any, Any], jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> Response[Any]:
     structlog.contextvars.bind_contextvars(job_id=jid)
     job_output_path = request.query_params.get("job_output_path")
     out = await runner.run(jobs.outputs, jid, job_output_path)
@@ -202,7 +203,7 @@ async def job_file(request: Request[Any, Any, Any], jid: str, jobs: JobService, 
 
 
 def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    auth: AuthService = connection.app.state.auth_service
+    auth: NamedDependency[AuthService] = connection.app.state.auth_service
     auth.authorize(connection.headers.get("authorization"))
 
 
