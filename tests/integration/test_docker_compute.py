@@ -1,0 +1,191 @@
+"""The Docker adapter against a real engine: the compute contract plus Docker specifics."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
+from pfcon.config import parse_container_user
+from pfcon.domain.errors import ResourceUnavailable
+from pfcon.domain.model import ContainerJob, JobStatus, Mount, Resources
+
+from ..contracts.compute import ComputeContract, unique, wait_for
+from .conftest import TEST_IMAGE
+
+pytestmark = pytest.mark.docker
+
+
+class DockerDriver:
+    def script(self, exit_code: int = 0, lines: tuple[str, ...] = (), sleep: int = 0) -> tuple[str, ...]:
+        body = "; ".join(f"echo {shlex.quote(line)}" for line in lines)
+        if sleep:
+            body = f"{body}; sleep {sleep}" if body else f"sleep {sleep}"
+        return ("sh", "-c", f"{body or 'true'}; exit {exit_code}")
+
+    def settle(self, compute: DockerCompute, name: str, timeout: float = 60) -> None:
+        wait_for(lambda: compute.info(name).status.is_terminal, timeout)
+
+    def begin(self, compute: DockerCompute, name: str, timeout: float = 60) -> None:
+        wait_for(lambda: compute.info(name).status is JobStatus.STARTED, timeout)
+
+
+@pytest.fixture
+def storebase(tmp_path: Any) -> str:
+    path = tmp_path / "storeBase"
+    path.mkdir()
+    return str(path)
+
+
+def make_compute(docker_client: Any, storebase: str, **options: Any) -> DockerCompute:
+    return DockerCompute(docker_client, DockerOptions(storebase=storebase, **options))
+
+
+class TestDockerCompute(ComputeContract):
+    @pytest.fixture
+    def compute(self, docker_client: Any, storebase: str, no_stray_containers: None) -> Iterator[DockerCompute]:
+        compute = make_compute(docker_client, storebase)
+        created: list[str] = []
+        original = compute.schedule
+
+        def schedule(job: ContainerJob) -> Any:
+            created.append(job.name)
+            return original(job)
+
+        compute.schedule = schedule  # type: ignore[method-assign]
+        yield compute
+        for name in created:
+            try:
+                compute.remove(name)
+            except Exception:  # noqa: BLE001
+                pass
+
+    @pytest.fixture
+    def driver(self) -> DockerDriver:
+        return DockerDriver()
+
+    @pytest.fixture
+    def image(self) -> str:
+        return TEST_IMAGE
+
+
+# -- Docker specifics -----------------------------------------------------------
+
+
+@pytest.fixture
+def run(docker_client: Any, storebase: str, no_stray_containers: None) -> Iterator[Any]:
+    names: list[str] = []
+
+    def run(command: str, compute: DockerCompute | None = None, wait: bool = True, **job: Any) -> tuple[DockerCompute, str]:
+        compute = compute or make_compute(docker_client, storebase)
+        name = unique("dk")
+        names.append(name)
+        compute.schedule(
+            ContainerJob(
+                name=name,
+                image=TEST_IMAGE,
+                command=("sh", "-c", command),
+                env=job.get("env", ()),
+                resources=job.get("resources", Resources(1, 500, 64, 0)),
+                mounts=job.get("mounts", ()),
+            )
+        )
+        if wait:
+            DockerDriver().settle(compute, name)
+        return compute, name
+
+    yield run
+    for name in names:
+        try:
+            docker_client.api.remove_container(name, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def test_mounts_input_read_only_and_output_read_write(run: Any, storebase: str) -> None:
+    os.makedirs(f"{storebase}/key-x/incoming")
+    os.makedirs(f"{storebase}/key-x/outgoing")
+    open(f"{storebase}/key-x/incoming/in.txt", "w").write("data")
+    mounts = (
+        Mount("key-x/incoming", "/share/incoming", True),
+        Mount("key-x/outgoing", "/share/outgoing", False),
+    )
+    compute, name = run(
+        "cat /share/incoming/in.txt > /share/outgoing/out.txt; "
+        "touch /share/incoming/nope 2>/dev/null && echo WRITABLE || echo READONLY",
+        mounts=mounts,
+    )
+    state = compute.state(name, 10)
+    assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
+    assert state.logs.strip() == "READONLY"
+    assert open(f"{storebase}/key-x/outgoing/out.txt").read() == "data"
+    assert not os.path.exists(f"{storebase}/key-x/incoming/nope")
+
+
+def test_env_is_passed(run: Any) -> None:
+    compute, name = run('echo "$CHRIS_JID|$A"', env=("CHRIS_JID=chris-jid-1", "A=b=c"))
+    assert compute.state(name, 10).logs.strip() == "chris-jid-1|b=c"
+
+
+def test_memory_limit_is_a_hard_limit(run: Any, docker_client: Any) -> None:
+    compute, name = run(
+        "head -c 200000000 /dev/zero | sort > /dev/null; echo survived",
+        resources=Resources(1, 1000, 32, 0),
+    )
+    attrs = docker_client.api.inspect_container(name)
+    assert attrs["HostConfig"]["Memory"] == 32 * 1024 * 1024
+    assert attrs["HostConfig"]["NanoCpus"] == 1000 * 1_000_000
+    assert compute.info(name).status is JobStatus.FINISHED_WITH_ERROR
+    assert "Killed" in compute.state(name, 10).logs  # the kernel OOM-killed sort
+
+
+def test_ignore_limits(run: Any, docker_client: Any, storebase: str) -> None:
+    compute = make_compute(docker_client, storebase, ignore_limits=True)
+    _, name = run("true", compute=compute)
+    host_config = docker_client.api.inspect_container(name)["HostConfig"]
+    assert host_config["Memory"] == 0
+    assert host_config["NanoCpus"] == 0
+
+
+def test_container_user_sets_uid_and_primary_gid(run: Any, docker_client: Any, storebase: str) -> None:
+    compute = make_compute(docker_client, storebase, container_user=parse_container_user("1234:5678"))
+    _, name = run("echo $(id -u):$(id -g)", compute=compute)
+    assert compute.state(name, 10).logs.strip() == "1234:5678"
+
+
+def test_container_user_range(run: Any, docker_client: Any, storebase: str) -> None:
+    compute = make_compute(docker_client, storebase, container_user=parse_container_user("2000-2010:"))
+    _, name = run("id -u", compute=compute)
+    assert 2000 <= int(compute.state(name, 10).logs.strip()) <= 2010
+
+
+def test_labels_shm_and_job_type(run: Any, docker_client: Any, storebase: str) -> None:
+    compute = make_compute(docker_client, storebase, labels=(("team", "fnndsc"),), shm_size_mib=70)
+    _, name = run("df -m /dev/shm | tail -1", compute=compute)
+    attrs = docker_client.api.inspect_container(name)
+    assert attrs["Config"]["Labels"]["team"] == "fnndsc"
+    assert attrs["Config"]["Labels"]["org.chrisproject.job_type"] == "plugin"
+    assert attrs["HostConfig"]["ShmSize"] == 70 * 1024 * 1024
+
+
+def test_logs_with_invalid_utf8_are_replaced(run: Any) -> None:
+    compute, name = run(r"printf 'ok\377\376end\n'; echo err >&2")
+    logs = compute.state(name, 10).logs
+    assert "ok\ufffd\ufffdend" in logs
+    assert "err" in logs
+
+
+def test_gpu_request_on_a_host_without_gpus_leaves_nothing(docker_client: Any, storebase: str, no_stray_containers: None) -> None:
+    compute = make_compute(docker_client, storebase)
+    name = unique("gpu")
+    job = ContainerJob(name, TEST_IMAGE, ("true",), (), Resources(1, 500, 64, 1), ())
+    started = time.monotonic()
+    with pytest.raises(ResourceUnavailable, match="GPU"):
+        compute.schedule(job)
+    assert time.monotonic() - started < 10
+    assert not docker_client.containers.list(all=True, filters={"name": name})
