@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make run`: start the server on 127.0.0.1:30005 (PORT overrides) with Docker and a
+# local storeBase. Every pfcon environment variable is honoured; only unset ones get
+# the defaults below, so any mode runs with the same command, e.g.
+#   STORAGE_ENV=fslink PFCON_INNETWORK=true make run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "run.sh: $*" >&2; }
+
+bash scripts/install.sh
+if [ "${CONTAINER_ENV:-docker}" = docker ] || [ "${CONTAINER_ENV:-}" = podman ]; then
+    bash scripts/docker-engine.sh start
+fi
+
+export APPLICATION_MODE=${APPLICATION_MODE:-dev}
+export HOST=${HOST:-127.0.0.1}
+export PORT=${PORT:-30005}
+if [ -z "${COMPUTE_VOLUME_TYPE:-}" ] && [ -z "${VOLUME_NAME:-}" ]; then
+    export COMPUTE_VOLUME_TYPE=host
+    export STOREBASE=${STOREBASE:-$PWD/.run/storeBase}
+    export STOREBASE_MOUNT=${STOREBASE_MOUNT:-$STOREBASE}
+    mkdir -p "$STOREBASE"
+fi
+
+innetwork=$(echo "${PFCON_INNETWORK:-false}" | tr '[:upper:]' '[:lower:]')
+case "$innetwork" in
+    1|true|yes|on|y|t)
+        if [ "${STORAGE_ENV:-swift}" = swift ] && [ -z "${SWIFT_AUTH_URL:-}" ]; then
+            say "starting a local Swift for STORAGE_ENV=swift"
+            bash scripts/swift-aio.sh start >&2
+            eval "$(bash scripts/swift-aio.sh env)"
+        fi
+        ;;
+esac
+
+say "pfcon on http://$HOST:$PORT/api/v1/ (storeBase ${STOREBASE_MOUNT:-/var/local/storeBase})"
+exec .venv/bin/pfcon serve

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`: install, start every backend the suite needs, then run it all.
+# Backends are required here: a test that cannot reach one fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "test.sh: $*"; }
+
+bash scripts/install.sh
+bash scripts/docker-engine.sh start
+bash scripts/test-images.sh
+if [ -f scripts/swift-aio.sh ]; then
+    bash scripts/swift-aio.sh start
+    eval "$(bash scripts/swift-aio.sh env)"
+    export PFCON_TEST_SWIFT=1
+fi
+
+say "architecture contracts (import-linter)"
+.venv/bin/lint-imports
+
+say "test suite"
+export PFCON_REQUIRE_BACKENDS=1
+.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
