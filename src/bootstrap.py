@@ -55,15 +55,49 @@ def _storebase(settings: Settings) -> Any:
 def _zipfile_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.zipfile import ZipFileStorage, ZipLimits
 
-    compression = zipfile.ZIP_DEFLATED if settings.output_zip_compression == "deflated" else zipfile.ZIP_STORED
     return ZipFileStorage(
         storebase,
         ZipLimits(
             max_entries=settings.zip_max_entries,
             max_uncompressed_bytes=settings.zip_max_uncompressed_bytes,
         ),
-        compression=compression,
+        compression=_zip_compression(settings),
     )
+
+
+def _zip_compression(settings: Settings) -> int:
+    return zipfile.ZIP_DEFLATED if settings.output_zip_compression == "deflated" else zipfile.ZIP_STORED
+
+
+def _filesystem_storage(settings: Settings, storebase: Any) -> Any:
+    from .adapters.storage.filesystem import FileSystemStorage
+
+    return FileSystemStorage(storebase, workers=settings.staging_workers)
+
+
+def _fslink_storage(settings: Settings, storebase: Any) -> Any:
+    from .adapters.storage.filesystem import FsLinkStorage
+
+    return FsLinkStorage(storebase, workers=settings.staging_workers)
+
+
+def _swift_storage(settings: Settings, storebase: Any) -> Any:
+    from .adapters.storage.swift import SwiftSettings, SwiftStorage
+
+    storage = SwiftStorage(
+        storebase,
+        SwiftSettings(
+            auth_url=settings.swift_auth_url,
+            username=settings.swift_username,
+            key=settings.swift_key,
+            container=settings.swift_container_name,
+        ),
+        workers=settings.staging_workers,
+        compression=_zip_compression(settings),
+    )
+    if settings.application_mode != "production":
+        storage.ensure_container()  # pfcon's dev mode creates the container too
+    return storage
 
 
 def _jwt_auth(settings: Settings) -> Any:
@@ -107,6 +141,9 @@ class Container(containers.DeclarativeContainer):
     storage = providers.Selector(
         settings.provided.storage_env,
         zipfile=providers.Singleton(_zipfile_storage, settings, storebase),
+        filesystem=providers.Singleton(_filesystem_storage, settings, storebase),
+        fslink=providers.Singleton(_fslink_storage, settings, storebase),
+        swift=providers.Singleton(_swift_storage, settings, storebase),
     )
     auth = providers.Singleton(_jwt_auth, settings)
 

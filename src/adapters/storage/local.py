@@ -37,6 +37,16 @@ def normalize_storage_path(path: str, field: str) -> str:
     return "/".join(parts)
 
 
+def safe_relative_path(name: str) -> str | None:
+    """``name`` as a relative path that cannot escape its base dir, or None."""
+    if "\x00" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
 def resolve_inside(root: str, rel: str, field: str) -> str:
     """Absolute path of ``rel`` under ``root`` after following symlinks; must stay inside."""
     real_root = os.path.realpath(root)
@@ -124,10 +134,12 @@ def iter_zip(root: str, compression: int = zipfile.ZIP_STORED) -> Iterator[bytes
 
 
 def _force_remove(func, path, _exc_info) -> None:  # type: ignore[no-untyped-def]
-    # A job may leave read-only directories behind; make them writable and retry.
+    # A job may leave read-only directories behind: make the directory (ours) writable
+    # and retry. Files are never chmod-ed: they may be hard links to shared data.
     try:
         os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
         func(path)
     except FileNotFoundError:
         pass

@@ -12,7 +12,7 @@ from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec
 from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import expand_links
-from .local import CHUNK, StoreBase, iter_zip, timestamp
+from .local import CHUNK, StoreBase, iter_zip, safe_relative_path, timestamp
 
 BAD_ZIP = "data_file: Bad zip file"
 
@@ -21,16 +21,6 @@ BAD_ZIP = "data_file: Bad zip file"
 class ZipLimits:
     max_entries: int = 1_000_000
     max_uncompressed_bytes: int = 64 * 1024**3
-
-
-def _safe_member_path(name: str) -> str | None:
-    """The relative path a zip entry may be extracted to, or None if it escapes."""
-    if "\x00" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return None
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        return None
-    return "/".join(parts)
 
 
 def _entry_type(info: zipfile.ZipInfo) -> int:
@@ -51,7 +41,7 @@ def inspect_zip(path: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, str
     members: list[tuple[zipfile.ZipInfo, str]] = []
     total = 0
     for info in infos:
-        rel = _safe_member_path(info.filename)
+        rel = safe_relative_path(info.filename)
         if rel is None:
             raise InvalidInputData(f"data_file: unsafe entry name {info.filename!r}")
         kind = _entry_type(info)
