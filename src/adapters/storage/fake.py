@@ -1,0 +1,88 @@
+"""An in-memory storage backend for tests: shared storage and job data are dicts."""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from dataclasses import dataclass, field
+
+from ...domain.errors import InvalidInputData, InvalidJobSpec, JobAlreadyExists, JobNotFound, OutputNotFound
+from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
+from ...domain.ports import StagingRequest, ZipStream
+
+LINK = ".chrislink"
+
+
+@dataclass
+class FakeStorage:
+    """Shared storage is ``shared`` (path → bytes); a job's input and output are dicts."""
+
+    shared: dict[str, bytes] = field(default_factory=dict)
+    incoming: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    outgoing: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _files_under(self, prefix: str) -> dict[str, bytes]:
+        return {p: b for p, b in self.shared.items() if p == prefix or p.startswith(prefix + "/")}
+
+    def validate(self, jid: str, request: StagingRequest) -> None:
+        if not request.input_dirs:
+            raise InvalidJobSpec("field is required", field="input_dirs")
+        for d in request.input_dirs:
+            if ".." in d.split("/") or not self._files_under(d.strip("/")):
+                raise InvalidInputData(f"input_dirs: directory not found: {d!r}")
+
+    def stage(self, jid: str, request: StagingRequest) -> StagedData:
+        self.validate(jid, request)
+        staged: dict[str, bytes] = {}
+        for d in request.input_dirs or ():
+            base = d.strip("/")
+            for path, content in self._files_under(base).items():
+                rel = path[len(base) + 1 :]
+                if rel.endswith(LINK):
+                    target = content.decode().strip()
+                    if target.startswith("/") or ".." in target.split("/"):
+                        raise InvalidInputData(f"Invalid input path: {target!r}")
+                    folder = "/".join([*rel.split("/")[:-1], target.replace("/", "_")]).lstrip("/")
+                    for linked, data in self._files_under(target).items():
+                        staged[f"{folder}/{linked[len(target) + 1:]}"] = data
+                else:
+                    staged[rel] = content
+        with self._lock:
+            if jid in self.incoming:
+                raise JobAlreadyExists(jid)
+            self.incoming[jid] = staged
+            self.outgoing[jid] = {}
+        return StagedData(
+            nfiles=len(staged),
+            path=f"fake://key-{jid}/incoming",
+            mounts=(
+                Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True),
+                Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False),
+            ),
+        )
+
+    def exists(self, jid: str) -> bool:
+        return jid in self.incoming
+
+    def delete(self, jid: str) -> None:
+        with self._lock:
+            self.incoming.pop(jid, None)
+            self.outgoing.pop(jid, None)
+
+    def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
+        if jid not in self.outgoing:
+            raise JobNotFound(jid)
+        files = {rel: data for rel, data in sorted(self.outgoing[jid].items()) if not rel.endswith(LINK)}
+        if job_output_path is not None:
+            if not job_output_path.strip("/"):
+                raise OutputNotFound("job_output_path: directory not found")
+            return OutputListing(job_output_path.strip("/"), tuple(files))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            for rel, data in files.items():
+                archive.writestr(rel, data)
+        return ZipStream(f"{jid}.zip", iter([buf.getvalue()]))
