@@ -109,6 +109,10 @@ class SharedHarness(LocalHarness):
         write_files(os.path.join(self.root, inp), {"test.txt": b"t", "home_bob.chrislink": b"home/bob"})
         write_files(self.root, {"home/bob/PIPELINES_bob.chrislink": b"PIPELINES/bob"})
         write_files(self.root, {"PIPELINES/bob/pipeline.yml": b"pipeline: yes\n"})
+        if not self.supports_links:  # filesystem mode reads the input dir as it is
+            return StagingRequest(input_dirs=(inp,), output_dir=out), {
+                "test.txt": b"t", "home_bob.chrislink": b"home/bob"
+            }
         return StagingRequest(input_dirs=(inp,), output_dir=out), LINKED_FILES
 
     def seed_escaping_link(self) -> StagingRequest:
