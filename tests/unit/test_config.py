@@ -1,0 +1,462 @@
+"""pfcon's environment variables (contract §9) and CONTAINER_USER (contract §5.4)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pfcon.config import (
+    DEV_SECRET_KEY,
+    ConfigError,
+    ContainerUser,
+    IdSpec,
+    Settings,
+    load_settings,
+    parse_container_user,
+)
+
+DEV = {"APPLICATION_MODE": "dev"}
+PROD_SECRETS = {"SECRET_KEY": "prod-secret", "PFCON_USER": "alice", "PFCON_PASSWORD": "alice-pw"}
+
+
+def dev(**env: str) -> Settings:
+    return load_settings({**DEV, **env})
+
+
+def config_error(env: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    return info.value
+
+
+# -- defaults and APPLICATION_MODE --------------------------------------------
+
+
+def test_dev_defaults_follow_pfcon() -> None:
+    s = load_settings(DEV)
+    assert s.application_mode == "dev"
+    assert s.secret_key == DEV_SECRET_KEY
+    assert (s.pfcon_user, s.pfcon_password) == ("pfcon", "pfcon1234")
+    assert s.innetwork is False
+    assert s.storage_env == "zipfile"
+    assert s.container_env == "docker"
+    assert s.compute_volume_type == "docker_local_volume"
+    assert s.storebase is None
+    assert s.volume_name is None
+    assert s.storebase_mount == "/var/local/storeBase"
+    assert s.storebase_host == "/var/local/storeBase"
+    assert s.job_logs_tail == 1000
+    assert s.job_labels == ()
+    assert s.ignore_limits is False
+    assert s.container_user is None
+    assert s.enable_home_workaround is False
+    assert s.shm_size_mib is None
+    assert s.pfcon_selector == "org.chrisproject.role=pfcon"
+    assert s.remove_jobs is True
+    assert s.port == 5005
+
+
+def test_application_mode_defaults_to_production_which_needs_the_secret_key() -> None:
+    e = config_error({})
+    assert e.variable == "SECRET_KEY"
+    assert "SECRET_KEY" in str(e)
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "PFCON_USER", "PFCON_PASSWORD"])
+def test_production_requires_each_secret(missing: str) -> None:
+    env = {k: v for k, v in PROD_SECRETS.items() if k != missing}
+    assert config_error(env).variable == missing
+    # an empty value counts as missing
+    assert config_error({**env, missing: ""}).variable == missing
+    assert config_error({**env, "APPLICATION_MODE": "production"}).variable == missing
+
+
+def test_production_with_secrets_uses_them() -> None:
+    s = load_settings(PROD_SECRETS)
+    assert s.application_mode == "production"
+    assert s.secret_key == "prod-secret"
+    assert (s.pfcon_user, s.pfcon_password) == ("alice", "alice-pw")
+
+
+def test_dev_mode_accepts_overrides_of_the_credentials() -> None:
+    s = dev(PFCON_USER="bob", PFCON_PASSWORD="pw", SECRET_KEY="sk")
+    assert (s.pfcon_user, s.pfcon_password, s.secret_key) == ("bob", "pw", "sk")
+
+
+# -- booleans -------------------------------------------------------------------
+
+BOOL_VARS = {
+    "IGNORE_LIMITS": "ignore_limits",
+    "ENABLE_HOME_WORKAROUND": "enable_home_workaround",
+    "REMOVE_JOBS": "remove_jobs",
+    "PULL_IMAGES": "pull_images",
+}
+
+
+@pytest.mark.parametrize("variable", sorted(BOOL_VARS))
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("yes", True), ("YES", True), ("Yes", True), ("true", True), ("TRUE", True),
+        ("True", True), ("1", True), ("on", True), ("ON", True), (" yes ", True),
+        ("no", False), ("NO", False), ("false", False), ("False", False), ("0", False),
+        ("off", False), ("Off", False),
+    ],
+)
+def test_booleans_are_case_insensitive(variable: str, raw: str, expected: bool) -> None:
+    assert getattr(dev(**{variable: raw}), BOOL_VARS[variable]) is expected
+
+
+@pytest.mark.parametrize("variable", sorted(BOOL_VARS))
+@pytest.mark.parametrize("raw", ["maybe", "2", "yess", "truee", "-1", "nope", "enabled"])
+def test_invalid_booleans_name_the_variable(variable: str, raw: str) -> None:
+    e = config_error({**DEV, variable: raw})
+    assert e.variable == variable
+    assert raw in str(e)
+
+
+def test_empty_boolean_means_default() -> None:
+    s = dev(IGNORE_LIMITS="", REMOVE_JOBS="")
+    assert s.ignore_limits is False
+    assert s.remove_jobs is True
+
+
+def test_invalid_innetwork_boolean_is_refused() -> None:
+    assert config_error({**DEV, "PFCON_INNETWORK": "sometimes"}).variable == "PFCON_INNETWORK"
+
+
+# -- STORAGE_ENV by PFCON_INNETWORK --------------------------------------------
+
+
+def test_in_network_defaults_to_swift() -> None:
+    s = dev(PFCON_INNETWORK="true")
+    assert s.innetwork is True
+    assert s.storage_env == "swift"
+
+
+@pytest.mark.parametrize("storage", ["filesystem", "fslink", "swift"])
+def test_in_network_storage_envs(storage: str) -> None:
+    assert dev(PFCON_INNETWORK="yes", STORAGE_ENV=storage).storage_env == storage
+
+
+@pytest.mark.parametrize("storage", ["zipfile", "s3", "nfs", "ZIPFILE"])
+def test_in_network_refuses_other_storage_envs(storage: str) -> None:
+    e = config_error({**DEV, "PFCON_INNETWORK": "true", "STORAGE_ENV": storage})
+    assert e.variable == "STORAGE_ENV"
+    assert storage in str(e)
+
+
+@pytest.mark.parametrize("storage", ["swift", "filesystem", "fslink", "s3", "bogus"])
+def test_out_of_network_only_accepts_zipfile(storage: str) -> None:
+    e = config_error({**DEV, "STORAGE_ENV": storage})
+    assert e.variable == "STORAGE_ENV"
+    assert "zipfile" in str(e)
+
+
+def test_out_of_network_zipfile_explicitly() -> None:
+    assert dev(PFCON_INNETWORK="false", STORAGE_ENV="zipfile").storage_env == "zipfile"
+
+
+def test_production_swift_requires_swift_settings() -> None:
+    e = config_error({**PROD_SECRETS, "PFCON_INNETWORK": "true"})
+    assert e.variable == "SWIFT_AUTH_URL"
+
+
+def test_production_swift_with_settings() -> None:
+    s = load_settings(
+        {
+            **PROD_SECRETS,
+            "PFCON_INNETWORK": "true",
+            "SWIFT_AUTH_URL": "http://swift:8080/auth/v1.0",
+            "SWIFT_USERNAME": "u:u",
+            "SWIFT_KEY": "swift-secret",
+            "SWIFT_CONTAINER_NAME": "c",
+        }
+    )
+    assert (s.swift_auth_url, s.swift_username, s.swift_key, s.swift_container_name) == (
+        "http://swift:8080/auth/v1.0",
+        "u:u",
+        "swift-secret",
+        "c",
+    )
+
+
+def test_production_filesystem_does_not_need_swift() -> None:
+    s = load_settings({**PROD_SECRETS, "PFCON_INNETWORK": "true", "STORAGE_ENV": "fslink"})
+    assert s.storage_env == "fslink"
+
+
+# -- CONTAINER_ENV ----------------------------------------------------------------
+
+
+def test_container_env_docker() -> None:
+    assert dev(CONTAINER_ENV="docker").container_env == "docker"
+
+
+def test_podman_is_an_alias_of_docker() -> None:
+    s = dev(CONTAINER_ENV="podman")
+    assert s.container_env == "docker"
+    assert s.compute_volume_type == "docker_local_volume"
+
+
+@pytest.mark.parametrize("value", ["swarm", "kubernetes", "openshift", "cromwell"])
+def test_planned_container_envs_are_refused_as_not_available(value: str) -> None:
+    e = config_error({**DEV, "CONTAINER_ENV": value})
+    assert e.variable == "CONTAINER_ENV"
+    assert "not available" in str(e)
+    assert value in str(e)
+
+
+@pytest.mark.parametrize("value", ["lxc", "Docker", "k8s", "dockerx"])
+def test_unknown_container_envs_are_refused(value: str) -> None:
+    e = config_error({**DEV, "CONTAINER_ENV": value})
+    assert e.variable == "CONTAINER_ENV"
+    assert "not available" not in str(e)
+    assert value in str(e)
+
+
+# -- COMPUTE_VOLUME_TYPE, STOREBASE, VOLUME_NAME ---------------------------------
+
+
+def test_host_volume_type_with_absolute_storebase() -> None:
+    s = dev(COMPUTE_VOLUME_TYPE="host", STOREBASE="/data/storeBase/")
+    assert s.compute_volume_type == "host"
+    assert s.storebase == "/data/storeBase"
+    assert s.storebase_host == "/data/storeBase"
+
+
+def test_host_volume_type_needs_storebase() -> None:
+    assert config_error({**DEV, "COMPUTE_VOLUME_TYPE": "host"}).variable == "STOREBASE"
+
+
+@pytest.mark.parametrize("storebase", ["relative/dir", "./storeBase", "~/storeBase"])
+def test_host_volume_type_needs_an_absolute_storebase(storebase: str) -> None:
+    e = config_error({**DEV, "COMPUTE_VOLUME_TYPE": "host", "STOREBASE": storebase})
+    assert e.variable == "STOREBASE"
+    assert "absolute" in str(e)
+
+
+def test_volume_name_conflicts_with_host() -> None:
+    e = config_error(
+        {**DEV, "COMPUTE_VOLUME_TYPE": "host", "STOREBASE": "/data", "VOLUME_NAME": "vol"}
+    )
+    assert e.variable == "VOLUME_NAME"
+
+
+def test_docker_local_volume_with_volume_name() -> None:
+    s = dev(COMPUTE_VOLUME_TYPE="docker_local_volume", VOLUME_NAME="pfcon-storebase")
+    assert s.compute_volume_type == "docker_local_volume"
+    assert s.volume_name == "pfcon-storebase"
+    assert s.storebase is None
+
+
+def test_storebase_is_only_for_host_volumes() -> None:
+    e = config_error({**DEV, "COMPUTE_VOLUME_TYPE": "docker_local_volume", "STOREBASE": "/data"})
+    assert e.variable == "STOREBASE"
+    # with the default volume type as well
+    assert config_error({**DEV, "STOREBASE": "/data"}).variable == "STOREBASE"
+
+
+@pytest.mark.parametrize("value", ["kubernetes_pvc", "nfs", "HOST"])
+def test_volume_types_not_valid_for_docker(value: str) -> None:
+    e = config_error({**DEV, "COMPUTE_VOLUME_TYPE": value, "STOREBASE": "/data"})
+    assert e.variable == "COMPUTE_VOLUME_TYPE"
+    assert value in str(e)
+
+
+def test_storebase_mount_must_be_absolute_and_loses_trailing_slash() -> None:
+    assert dev(STOREBASE_MOUNT="/mnt/sb/").storebase_mount == "/mnt/sb"
+    assert config_error({**DEV, "STOREBASE_MOUNT": "mnt/sb"}).variable == "STOREBASE_MOUNT"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: STOREBASE='/' is normalised to '' (rstrip) and storebase_host then falls "
+    "back to STOREBASE_MOUNT; STOREBASE_MOUNT gets `rstrip('/') or '/'`, STOREBASE does not",
+)
+def test_storebase_root_stays_root() -> None:
+    s = dev(COMPUTE_VOLUME_TYPE="host", STOREBASE="/", STOREBASE_MOUNT="/var/local/storeBase")
+    assert s.storebase == "/"
+    assert s.storebase_host == "/"
+
+
+# -- JOB_LABELS -------------------------------------------------------------------
+
+
+def test_job_labels_parsing() -> None:
+    s = dev(JOB_LABELS="team=chris,env=test")
+    assert s.job_labels == (("team", "chris"), ("env", "test"))
+
+
+def test_job_labels_strip_blanks_and_allow_empty_values() -> None:
+    s = dev(JOB_LABELS=" a = 1 , b= ")
+    assert s.job_labels == (("a", "1"), ("b", ""))
+
+
+def test_job_label_value_may_contain_equals() -> None:
+    assert dev(JOB_LABELS="k=a=b").job_labels == (("k", "a=b"),)
+
+
+def test_empty_job_labels() -> None:
+    assert dev(JOB_LABELS="").job_labels == ()
+    assert dev(JOB_LABELS="   ").job_labels == ()
+
+
+@pytest.mark.parametrize("raw", ["novalue", "a=1,b", "=v", "a=1,,b=2", " =x"])
+def test_invalid_job_labels_name_the_variable(raw: str) -> None:
+    assert config_error({**DEV, "JOB_LABELS": raw}).variable == "JOB_LABELS"
+
+
+# -- integers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "attr", "raw", "expected"),
+    [
+        ("SHM_SIZE", "shm_size_mib", "1", 1),
+        ("SHM_SIZE", "shm_size_mib", "512", 512),
+        ("SHM_SIZE", "shm_size_mib", str(1024 * 1024), 1024 * 1024),
+        ("SHM_SIZE", "shm_size_mib", "", None),
+        ("JOB_LOGS_TAIL", "job_logs_tail", "0", 0),
+        ("JOB_LOGS_TAIL", "job_logs_tail", " 250 ", 250),
+        ("JOB_LOGS_TAIL", "job_logs_tail", "10000000", 10_000_000),
+        ("PORT", "port", "1", 1),
+        ("PORT", "port", "8080", 8080),
+        ("PORT", "port", "65535", 65535),
+    ],
+)
+def test_integers_in_range(variable: str, attr: str, raw: str, expected: Any) -> None:
+    assert getattr(dev(**{variable: raw}), attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("SHM_SIZE", "0"),
+        ("SHM_SIZE", "-5"),
+        ("SHM_SIZE", str(1024 * 1024 + 1)),
+        ("SHM_SIZE", "64m"),
+        ("SHM_SIZE", "1.5"),
+        ("JOB_LOGS_TAIL", "-1"),
+        ("JOB_LOGS_TAIL", "10000001"),
+        ("JOB_LOGS_TAIL", "lots"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("PORT", "http"),
+    ],
+)
+def test_integers_out_of_range_or_malformed(variable: str, raw: str) -> None:
+    e = config_error({**DEV, variable: raw})
+    assert e.variable == variable
+
+
+# -- CONTAINER_USER (contract §5.4) -------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", ":"])
+def test_container_user_unset(value: str | None) -> None:
+    assert parse_container_user(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "uid", "gid"),
+    [
+        ("1000:", IdSpec(1000, 1000), None),
+        (":1000", None, IdSpec(1000, 1000)),
+        ("1000:1001", IdSpec(1000, 1000), IdSpec(1001, 1001)),
+        ("0:0", IdSpec(0, 0), IdSpec(0, 0)),
+        ("1000-1234:", IdSpec(1000, 1234), None),
+        ("1000-1234:5678", IdSpec(1000, 1234), IdSpec(5678, 5678)),
+        ("1000-1234:5678-12345", IdSpec(1000, 1234), IdSpec(5678, 12345)),
+    ],
+)
+def test_container_user_table(value: str, uid: IdSpec | None, gid: IdSpec | None) -> None:
+    assert parse_container_user(value) == ContainerUser(uid, gid)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1000",  # no ':'
+        "1000:1000:1000",
+        "abc:",
+        ":abc",
+        "1000-:",
+        "-1000:",
+        "1000-1234-5:",
+        "1234-1000:",  # high < low
+        "1.5:",
+        "1000 :",
+        "0x10:",
+        f"{2**31}:",
+    ],
+)
+def test_container_user_bad_formats(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_container_user(value)
+
+
+def test_container_user_bad_format_via_settings_names_the_variable() -> None:
+    e = config_error({**DEV, "CONTAINER_USER": "root"})
+    assert e.variable == "CONTAINER_USER"
+    assert "UID:GID" in str(e)
+
+
+def test_container_user_via_settings() -> None:
+    assert dev(CONTAINER_USER="1000-1001:5678").container_user == ContainerUser(
+        IdSpec(1000, 1001), IdSpec(5678, 5678)
+    )
+    assert dev(CONTAINER_USER=":").container_user is None
+
+
+def test_pick_fixed_ids() -> None:
+    user = parse_container_user("1000:2000")
+    assert user is not None
+    assert user.pick() == (1000, 2000)
+    only_uid = parse_container_user("1000:")
+    assert only_uid is not None
+    assert only_uid.pick() == (1000, None)
+    only_gid = parse_container_user(":7")
+    assert only_gid is not None
+    assert only_gid.pick() == (None, 7)
+
+
+def test_pick_stays_inside_the_ranges_and_covers_them() -> None:
+    user = parse_container_user("1000-1003:5678-5679")
+    assert user is not None
+    picks = [user.pick() for _ in range(400)]
+    uids = Counter(uid for uid, _ in picks)
+    gids = Counter(gid for _, gid in picks)
+    assert set(uids) == {1000, 1001, 1002, 1003}
+    assert set(gids) == {5678, 5679}
+
+
+# -- secrets never printed ---------------------------------------------------------
+
+
+def test_repr_never_shows_secrets() -> None:
+    s = load_settings(
+        {
+            "SECRET_KEY": "TOPSECRET-signing-key",
+            "PFCON_USER": "alice",
+            "PFCON_PASSWORD": "hunter2-password",
+            "PFCON_INNETWORK": "true",
+            "SWIFT_AUTH_URL": "http://swift:8080/auth/v1.0",
+            "SWIFT_USERNAME": "chris:chris",
+            "SWIFT_KEY": "swift-key-material",
+            "SWIFT_CONTAINER_NAME": "users",
+        }
+    )
+    for text in (repr(s), str(s), f"{s}", f"{s!r}"):
+        assert "TOPSECRET-signing-key" not in text
+        assert "hunter2-password" not in text
+        assert "swift-key-material" not in text
+    assert "swift" in repr(s)  # still says something useful
+
+
+def test_repr_of_dev_defaults_hides_dev_secrets() -> None:
+    text = repr(load_settings(DEV))
+    assert DEV_SECRET_KEY not in text
+    assert "pfcon1234" not in text

@@ -1,0 +1,165 @@
+"""Docker inspect output → job status and info (contract §7.1). No Docker needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pfcon.adapters.compute.docker import ZERO_TIME, decode_logs, docker_status, job_info_from_inspect
+from pfcon.domain.model import JobInfo, JobStatus
+
+
+def state(status: str, **fields: Any) -> dict[str, Any]:
+    """A realistic ``State`` object of ``docker inspect``."""
+    base: dict[str, Any] = {
+        "Status": status,
+        "Running": False,
+        "Paused": False,
+        "Restarting": False,
+        "OOMKilled": False,
+        "Dead": False,
+        "Pid": 0,
+        "ExitCode": 0,
+        "Error": "",
+        "StartedAt": ZERO_TIME,
+        "FinishedAt": ZERO_TIME,
+    }
+    base.update(fields)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("st", "expected"),
+    [
+        (state("running", Running=True, Pid=42), JobStatus.STARTED),
+        (state("paused", Running=True, Paused=True), JobStatus.STARTED),
+        (state("paused", Paused=True), JobStatus.STARTED),
+        (state("created"), JobStatus.NOT_STARTED),
+        (state("exited", OOMKilled=True, ExitCode=137), JobStatus.FINISHED_WITH_ERROR),
+        (state("exited", OOMKilled=True, ExitCode=0), JobStatus.FINISHED_WITH_ERROR),
+        (state("dead", Dead=True), JobStatus.FINISHED_WITH_ERROR),
+        (state("exited", ExitCode=0), JobStatus.FINISHED_SUCCESSFULLY),
+        (state("exited", ExitCode=1), JobStatus.FINISHED_WITH_ERROR),
+        (state("exited", ExitCode=127), JobStatus.FINISHED_WITH_ERROR),
+        (state("exited", ExitCode=-1), JobStatus.FINISHED_WITH_ERROR),
+        (state("restarting", Restarting=True), JobStatus.UNDEFINED),
+        (state("removing"), JobStatus.UNDEFINED),
+        (state("weird-new-state"), JobStatus.UNDEFINED),
+        ({}, JobStatus.UNDEFINED),
+        ({"Status": "exited"}, JobStatus.FINISHED_WITH_ERROR),  # no ExitCode: not a success
+        ({"Status": "created"}, JobStatus.NOT_STARTED),
+        ({"Running": True}, JobStatus.STARTED),
+    ],
+)
+def test_docker_status_table(st: dict[str, Any], expected: JobStatus) -> None:
+    assert docker_status(st) is expected
+
+
+def test_status_wire_strings() -> None:
+    assert [s.value for s in JobStatus] == [
+        "notstarted",
+        "started",
+        "finishedSuccessfully",
+        "finishedWithError",
+        "undefined",
+    ]
+
+
+def inspect(st: dict[str, Any], cmd: list[str] | None = None, image: str = "fnndsc/pl-simpledsapp:2.1.0") -> dict[str, Any]:
+    return {
+        "Id": "0123456789abcdef",
+        "Name": "/chris-jid-8",
+        "Config": {
+            "Image": image,
+            "Cmd": cmd,
+            "Env": ["CHRIS_JID=chris-jid-8"],
+            "Labels": {"org.chrisproject.miniChRIS": "plugininstance"},
+        },
+        "State": st,
+    }
+
+
+CMD = ["python3", "/usr/local/bin/simpledsapp", "--prefix", "le", "/share/incoming", "/share/outgoing"]
+
+
+def test_job_info_of_a_finished_container() -> None:
+    attrs = inspect(
+        state(
+            "exited",
+            ExitCode=0,
+            StartedAt="2024-03-01T10:00:00.123456789Z",
+            FinishedAt="2024-03-01T10:00:05.987654321Z",
+        ),
+        cmd=CMD,
+    )
+    assert job_info_from_inspect("chris-jid-8", attrs) == JobInfo(
+        name="chris-jid-8",
+        image="fnndsc/pl-simpledsapp:2.1.0",
+        cmd="python3 /usr/local/bin/simpledsapp --prefix le /share/incoming /share/outgoing",
+        status=JobStatus.FINISHED_SUCCESSFULLY,
+        message="exited",
+        timestamp="2024-03-01T10:00:05.987654321Z",
+    )
+
+
+def test_job_info_of_a_running_container_uses_started_at() -> None:
+    attrs = inspect(
+        state("running", Running=True, StartedAt="2024-03-01T10:00:00.5Z", FinishedAt=ZERO_TIME),
+        cmd=CMD,
+    )
+    info = job_info_from_inspect("chris-jid-8", attrs)
+    assert info.timestamp == "2024-03-01T10:00:00.5Z"
+    assert info.status is JobStatus.STARTED
+    assert info.message == "running"
+
+
+def test_job_info_of_a_restarted_container_uses_finished_at() -> None:
+    # FinishedAt may be earlier than StartedAt; pfcon still prefers FinishedAt when set
+    attrs = inspect(
+        state("exited", ExitCode=3, StartedAt="2024-03-02T00:00:00Z", FinishedAt="2024-03-01T00:00:00Z"),
+        cmd=CMD,
+    )
+    info = job_info_from_inspect("j", attrs)
+    assert info.timestamp == "2024-03-01T00:00:00Z"
+    assert info.status is JobStatus.FINISHED_WITH_ERROR
+
+
+def test_job_info_of_a_created_container() -> None:
+    info = job_info_from_inspect("chris-jid-8", inspect(state("created"), cmd=CMD))
+    assert info.status is JobStatus.NOT_STARTED
+    assert info.message == "created"
+    assert info.timestamp == ZERO_TIME == "0001-01-01T00:00:00Z"
+
+
+def test_cmd_is_shell_quoted() -> None:
+    cmd = ["sh", "-c", "echo 'hi there' && ls $HOME", "", "a\"b", "/share/outgoing"]
+    info = job_info_from_inspect("j", inspect(state("exited"), cmd=cmd))
+    assert info.cmd == "sh -c 'echo '\"'\"'hi there'\"'\"' && ls $HOME' '' 'a\"b' /share/outgoing"
+
+
+@pytest.mark.parametrize("cmd", [None, []])
+def test_missing_cmd_is_empty(cmd: list[str] | None) -> None:
+    assert job_info_from_inspect("j", inspect(state("exited"), cmd=cmd)).cmd == ""
+
+
+def test_sparse_inspect_output() -> None:
+    info = job_info_from_inspect("j", {})
+    assert info == JobInfo(
+        name="j", image="", cmd="", status=JobStatus.UNDEFINED, message="", timestamp=ZERO_TIME
+    )
+
+
+def test_decode_logs_valid_utf8() -> None:
+    assert decode_logs("héllo\nwörld\n".encode()) == "héllo\nwörld\n"
+
+
+def test_decode_logs_invalid_utf8_uses_replacement_characters() -> None:
+    assert decode_logs(b"ok \xff\xfe end\n") == "ok \ufffd\ufffd end\n"
+    # a multi-byte sequence cut by the log tail
+    assert decode_logs("é".encode()[:1] + b"x") == "\ufffdx"
+
+
+def test_decode_logs_passes_text_through_and_handles_empty() -> None:
+    assert decode_logs("already text") == "already text"
+    assert decode_logs(b"") == ""
