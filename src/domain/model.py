@@ -54,7 +54,7 @@ def job_id_problem(jid: str) -> str | None:
         return "must not be empty"
     if len(jid) > JOB_ID_MAX_LENGTH:
         return f"must be at most {JOB_ID_MAX_LENGTH} characters"
-    if not _JOB_ID_RE.match(jid):
+    if not _JOB_ID_RE.fullmatch(jid):
         return (
             "must consist of lower case letters, digits and '-', "
             "and start and end with a letter or digit"

@@ -237,12 +237,6 @@ def test_non_utf8_link_file_is_refused(incoming: Path) -> None:
         expand_links(str(incoming))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cyclic links (a linked dir containing a link back to itself or to an "
-    "ancestor) recurse home_bob/home_bob/... until OSError ENAMETOOLONG or RecursionError "
-    "(HTTP 500, hundreds of levels of copies written first) instead of InvalidInputData",
-)
 @pytest.mark.parametrize("back", ["home/bob", "home"])
 def test_cyclic_links_are_refused(incoming: Path, back: str) -> None:
     put(incoming, "home_bob.chrislink", "home/bob")

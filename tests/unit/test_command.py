@@ -162,12 +162,6 @@ def test_invalid_job_ids(jid: str) -> None:
     assert "jid" in spec_problems(spec(jid=jid))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _JOB_ID_RE uses '$', which also matches before a trailing newline, so "
-    "'chris-jid-8\\n' passes job_id_problem (and key-<jid> gets a newline); use "
-    "re.fullmatch or '\\Z'",
-)
 @pytest.mark.parametrize("jid", ["chris-jid-8\n", "a\n"])
 def test_job_id_with_trailing_newline_is_invalid(jid: str) -> None:
     assert job_id_problem(jid) is not None

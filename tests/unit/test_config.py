@@ -271,11 +271,6 @@ def test_storebase_mount_must_be_absolute_and_loses_trailing_slash() -> None:
     assert config_error({**DEV, "STOREBASE_MOUNT": "mnt/sb"}).variable == "STOREBASE_MOUNT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: STOREBASE='/' is normalised to '' (rstrip) and storebase_host then falls "
-    "back to STOREBASE_MOUNT; STOREBASE_MOUNT gets `rstrip('/') or '/'`, STOREBASE does not",
-)
 def test_storebase_root_stays_root() -> None:
     s = dev(COMPUTE_VOLUME_TYPE="host", STOREBASE="/", STOREBASE_MOUNT="/var/local/storeBase")
     assert s.storebase == "/"

@@ -257,12 +257,6 @@ def test_encode_hs256_round_trip(auth: JwtAuth) -> None:
     assert json.loads(unb64url(token.split(".")[1])) == {"pfcon_user": USER, "exp": int(T0) + 60}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (contract §12.4 'pfcon_user ignored'): verify_token accepts a correctly "
-    "signed token whose pfcon_user is not the configured user (e.g. after PFCON_USER "
-    "changed while SECRET_KEY stayed the same)",
-)
 def test_token_for_another_user_is_invalid(auth: JwtAuth) -> None:
     with pytest.raises(InvalidToken):
         auth.verify_token(handmade({"pfcon_user": "mallory", "exp": int(T0) + 3600}))

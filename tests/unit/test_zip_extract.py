@@ -317,12 +317,6 @@ def _stored_zip() -> bytearray:
     return bytearray(buf.getvalue())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unsupported compression method (e.g. 9 = Deflate64, as written by "
-    "Windows Explorer) escapes extract_zip as NotImplementedError (HTTP 500) instead of "
-    "InvalidInputData; inspect_zip does not check compress_type",
-)
 def test_unsupported_compression_method_is_invalid_input(tmp_path: Path, dest: Path) -> None:
     data = _patch_member(_stored_zip(), method=9)
     zpath = tmp_path / "deflate64.zip"
@@ -332,12 +326,6 @@ def test_unsupported_compression_method_is_invalid_input(tmp_path: Path, dest: P
     _bad(tmp_path, dest, data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an encrypted member escapes extract_zip as RuntimeError('... password "
-    "required for extraction') (HTTP 500) instead of InvalidInputData; inspect_zip does "
-    "not check flag_bits & 0x1",
-)
 def test_encrypted_member_is_invalid_input(tmp_path: Path, dest: Path) -> None:
     data = _patch_member(_stored_zip(), flags=0x1)
     zpath = tmp_path / "encrypted.zip"

@@ -94,4 +94,7 @@ class JwtAuth:
         return encode_hs256({"pfcon_user": self._user_name, "exp": exp}, self._key)
 
     def verify_token(self, token: str) -> None:
-        decode_hs256(token, self._key, self._clock())
+        claims = decode_hs256(token, self._key, self._clock())
+        user = claims.get("pfcon_user")
+        if not isinstance(user, str) or not hmac.compare_digest(user.encode("utf-8"), self._user):
+            raise InvalidToken("token was not issued to the configured user")

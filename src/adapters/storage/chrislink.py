@@ -69,6 +69,7 @@ class _Expander:
     def __init__(self, incoming: str) -> None:
         self.incoming = os.path.realpath(incoming)
         self.expanded_sources: list[str] = []
+        self.active: list[str] = []  # sources being expanded right now (recursion path)
         self.linked: set[str] = set()
         self.nlinks = 0
 
@@ -85,11 +86,17 @@ class _Expander:
             source = os.path.dirname(source)
             if not rel:
                 raise InvalidInputData(f"Invalid input path: {rel!r}")
+        if any(_inside(active, source) for active in self.active) or _inside(link_path, source):
+            raise InvalidInputData(f"cyclic ChRIS link: {rel!r}")
         destination = os.path.join(os.path.dirname(link_path), rel.replace("/", "_"))
         if not os.path.lexists(destination) and os.path.isdir(source):
             _copy_tree(source, destination)
             self.expanded_sources.append(source)
-            self.walk(destination)
+            self.active.append(source)
+            try:
+                self.walk(destination)
+            finally:
+                self.active.pop()
         self.linked.add(rel)
         os.remove(link_path)
         self.nlinks += 1

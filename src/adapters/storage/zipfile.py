@@ -15,6 +15,7 @@ from .chrislink import expand_links
 from .local import CHUNK, StoreBase, iter_zip, safe_relative_path, timestamp
 
 BAD_ZIP = "data_file: Bad zip file"
+_COMPRESSION_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,12 @@ def inspect_zip(path: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, str
         rel = safe_relative_path(info.filename)
         if rel is None:
             raise InvalidInputData(f"data_file: unsafe entry name {info.filename!r}")
+        if info.flag_bits & 0x1:
+            raise InvalidInputData(f"data_file: encrypted entries are not supported ({info.filename!r})")
+        if info.compress_type not in _COMPRESSION_METHODS:
+            raise InvalidInputData(
+                f"data_file: unsupported compression method {info.compress_type} ({info.filename!r})"
+            )
         kind = _entry_type(info)
         if kind == stat.S_IFLNK:
             raise InvalidInputData(f"data_file: symbolic link entries are not allowed ({info.filename!r})")
@@ -82,7 +89,7 @@ def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
                                 raise InputTooLarge("data_file: the archive expands beyond the limit")
                             dst.write(chunk)
                 nfiles += 1
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotADirectoryError, IsADirectoryError, ValueError):
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotADirectoryError, IsADirectoryError, ValueError, NotImplementedError, RuntimeError):
         raise InvalidInputData(BAD_ZIP) from None
     except OSError as e:
         if e.errno in (40, 20, 21, 17):  # ELOOP, ENOTDIR, EISDIR, EEXIST: conflicting names
