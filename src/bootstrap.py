@@ -7,13 +7,14 @@ the same container and override ports with fakes.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Any
 
 from dependency_injector import containers, providers
 
 from . import __version__
-from .config import Settings
+from .config import ConfigError, Settings
 from .domain.model import ServerInfo
 from .domain.services import AuthService, JobOptions, JobService
 
@@ -21,7 +22,13 @@ from .domain.services import AuthService, JobOptions, JobService
 def _docker_client(settings: Settings) -> Any:
     import docker
 
-    return docker.from_env(max_pool_size=max(10, settings.worker_threads))
+    try:
+        client = docker.from_env(max_pool_size=max(10, settings.worker_threads))
+        client.ping()
+    except docker.errors.DockerException as e:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        raise ConfigError("DOCKER_HOST", f"cannot reach a Docker-API engine at {where}: {e}") from None
+    return client
 
 
 def _docker_compute(settings: Settings, client: Any) -> Any:
@@ -29,9 +36,13 @@ def _docker_compute(settings: Settings, client: Any) -> Any:
 
     storebase = settings.storebase
     if settings.compute_volume_type == "docker_local_volume":
-        storebase = discover_storebase(
-            client, settings.volume_name, settings.pfcon_selector, settings.storebase_mount
-        )
+        try:
+            storebase = discover_storebase(
+                client, settings.volume_name, settings.pfcon_selector, settings.storebase_mount
+            )
+        except Exception as e:  # noqa: BLE001 - any failure here is a deployment problem
+            variable = "VOLUME_NAME" if settings.volume_name else "PFCON_SELECTOR"
+            raise ConfigError(variable, f"cannot find storeBase (COMPUTE_VOLUME_TYPE=docker_local_volume): {e}") from None
     return DockerCompute(
         client,
         DockerOptions(
@@ -96,7 +107,10 @@ def _swift_storage(settings: Settings, storebase: Any) -> Any:
         compression=_zip_compression(settings),
     )
     if settings.application_mode != "production":
-        storage.ensure_container()  # pfcon's dev mode creates the container too
+        try:
+            storage.ensure_container()  # pfcon's dev mode creates the container too
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError("SWIFT_AUTH_URL", f"cannot use Swift at {settings.swift_auth_url}: {e}") from None
     return storage
 
 

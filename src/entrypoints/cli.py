@@ -62,7 +62,7 @@ def _zip_dir(directory: str) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     if not args.command:
-        raise SystemExit("submit: give the plugin command after '--'")
+        raise SystemExit("pfcon submit: give the plugin command after '--'")
     settings = _settings()
     spec = JobSpec(
         jid=args.jid,
@@ -145,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--input", metavar="DIR", help="local input dir (zipfile storage)")
     submit.add_argument("--input-dir", action="append", help="storage path (in-network storage)")
     submit.add_argument("--output-dir", help="storage path (in-network storage)")
-    submit.add_argument("command", nargs=argparse.REMAINDER)
     submit.set_defaults(func=cmd_submit)
 
     for name, func, help_text in (
@@ -166,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after '--' is the plugin command
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
     args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[:1] == ["--"]:
-        args.command = args.command[1:]
+    args.command = command
     try:
         return int(args.func(args))
     except ConfigError as e:
