@@ -20,7 +20,13 @@ from ...domain.errors import BackendUnavailable, InvalidInputData, InvalidJobSpe
 from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import MAX_LINK_BYTES, expand_links
-from .innetwork import collect_inputs, job_output_path_param, require_in_network_fields, run_parallel
+from .innetwork import (
+    InNetworkRequest,
+    collect_inputs,
+    job_output_path_param,
+    require_in_network_fields,
+    run_parallel,
+)
 from .local import CHUNK, StoreBase, iter_output_files, iter_zip, safe_relative_path, timestamp
 
 log = structlog.get_logger(__name__)
@@ -87,6 +93,23 @@ class SwiftStorage:
             raise _unavailable("listing objects", e) from e
         return [o["name"] for o in objects if not o["name"].endswith("/")]
 
+    def _has_objects(self, path: str) -> bool:
+        try:
+            for prefix in (path + "/", path):
+                _, objects = self._conn().get_container(self.settings.container, prefix=prefix, limit=1)
+                if objects and (prefix.endswith("/") or objects[0]["name"] == path):
+                    return True
+        except (ClientException, OSError) as e:
+            raise _unavailable("listing objects", e) from e
+        return False
+
+    def _check_inputs(self, request: StagingRequest) -> InNetworkRequest:
+        fields = require_in_network_fields(request)
+        for d in fields.input_dirs:
+            if not self._has_objects(d):
+                raise InvalidInputData(f"input_dirs: no objects found under {d!r}")
+        return fields
+
     def list_files(self, path: str) -> Iterator[str]:
         for name in self._names(path):
             if name == path or name.startswith(path + "/"):
@@ -120,18 +143,15 @@ class SwiftStorage:
 
     # -- the storage port -------------------------------------------------------
     def validate(self, jid: str, request: StagingRequest) -> None:
-        require_in_network_fields(request)
+        self._check_inputs(request)
 
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
-        fields = require_in_network_fields(request)
+        fields = self._check_inputs(request)
         self.storebase.claim(jid)
         try:
             incoming = self.storebase.incoming(jid)
             os.mkdir(incoming)
             os.mkdir(self.storebase.outgoing(jid))
-            for d in fields.input_dirs:
-                if next(iter(self.list_files(d)), None) is None:
-                    raise InvalidInputData(f"input_dirs: no objects found under {d!r}")
             items = collect_inputs(self, fields.input_dirs, fields.output_dir)
             plan = []
             for name, rel in items:
