@@ -205,6 +205,16 @@ def test_duplicate_and_rejections(client: Client, server: Server) -> None:
     assert time.monotonic() - started < 5
     assert not [n for n in os.listdir(server.storebase) if n.startswith("key-")]
 
+    gpu_job = jid()
+    with pytest.raises(PfconRequestException) as e:
+        client.submit_job(gpu_job, descriptors(gpu_limit=1), make_zip({"x.txt": b"x"}))
+    assert e.value.code == 503
+    assert "GPU" in str(e.value)
+    assert not [n for n in os.listdir(server.storebase) if n.startswith("key-")]
+    with pytest.raises(PfconRequestException) as e:
+        client.get_job_status(gpu_job)
+    assert e.value.code == 404
+
     with pytest.raises(PfconRequestInvalidTokenException):
         Client(server.api, "initial_token").get_job_status(job)
 
