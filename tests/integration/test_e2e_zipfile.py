@@ -129,13 +129,14 @@ def test_real_chris_plugin(client: Client, docker_client: Any, tmp_path: Any) ->
     (tmp_path / "out").mkdir()
     d = descriptors(
         image=PLUGIN_IMAGE,
-        entrypoint=[os.environ.get("PFCON_PLUGIN_COMMAND", "simpledsapp")],
+        entrypoint=["python3", "/usr/local/bin/simpledsapp.py"],  # as CUBE runs it
         args=["--prefix", "lo"],
     )
     status = client.run_job(jid(), d, str(tmp_path / "in"), str(tmp_path / "out"))
     assert status == "finishedSuccessfully"
-    outputs = set(read_tree(tmp_path / "out"))
-    assert {"lotop.txt", os.path.join("data", "loscan.txt")} <= outputs or {"lotop.txt"} <= outputs, outputs
+    outputs = {name: open(tmp_path / "out" / name, "rb").read() for name in read_tree(tmp_path / "out")}
+    assert outputs["lotop.txt"] == b"top"
+    assert outputs[os.path.join("data", "loscan.txt")] == b"scan"
 
 
 def make_zip(files: dict[str, bytes]) -> bytes:
