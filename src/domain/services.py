@@ -9,7 +9,6 @@ from .errors import (
     ExpiredToken,
     InvalidFields,
     InvalidToken,
-    JobAlreadyExists,
     JobNotFound,
     MalformedAuthHeader,
     MissingToken,
@@ -91,8 +90,8 @@ class JobService:
             raise InvalidFields(problems)
         self.compute.check(spec.image, spec.resources)
         self.storage.validate(spec.jid, request)
-        if self._compute_has(spec.jid):
-            raise JobAlreadyExists(spec.jid)
+        # Uniqueness: stage() claims key-<jid>/ atomically, and the scheduler refuses a
+        # second object of the same name (then the staged data is rolled back).
         data = self.storage.stage(spec.jid, request)
         job = ContainerJob(
             name=spec.jid,
@@ -133,13 +132,6 @@ class JobService:
             found = True
         if not found:
             raise JobNotFound(jid)
-
-    def _compute_has(self, jid: str) -> bool:
-        try:
-            self.compute.info(jid)
-        except JobNotFound:
-            return False
-        return True
 
     @staticmethod
     def _require_valid_id(jid: str) -> None:

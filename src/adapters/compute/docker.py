@@ -137,16 +137,20 @@ class DockerCompute:
             except docker.errors.APIError as e:
                 raise ImageNotAvailable(f"image: {image!r} could not be pulled: {e.explanation}") from None
 
-    def check(self, image: str, resources: Resources) -> None:
+    @staticmethod
+    def _check_workers(resources: Resources) -> None:
         n = resources.number_of_workers
         if n != 1:
             raise InvalidJobSpec(
                 f"Compute environment only supports number_of_workers=1, got number_of_workers={n}"
             )
+
+    def check(self, image: str, resources: Resources) -> None:
+        self._check_workers(resources)
         self._ensure_image(image)
 
     def schedule(self, job: ContainerJob) -> JobInfo:
-        self.check(job.image, job.resources)
+        self._check_workers(job.resources)  # the image is checked by create itself
         user, group_add = self._user()
         host_config_kwargs = self._host_config(job)
         if group_add:
@@ -165,7 +169,11 @@ class DockerCompute:
             )
 
         try:
-            create()
+            try:
+                create()
+            except docker.errors.ImageNotFound:
+                self._ensure_image(job.image)  # pulls if allowed, else ImageNotAvailable
+                create()
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 raise JobAlreadyExists(job.name) from None
