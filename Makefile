@@ -36,8 +36,8 @@ images:
 swift:
 	@bash scripts/swift-aio.sh start
 
-bench: install engine images
-	.venv/bin/python bench/bench.py
+bench: install engine images swift
+	eval "$$(bash scripts/swift-aio.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
 
 image: engine
 	docker build -t local/pfcon:$$(grep -m1 '^version' pyproject.toml | cut -d'"' -f2) .

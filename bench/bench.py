@@ -53,7 +53,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("post", "status", "e2e", "concurrent", "fake", "memory")
+SECTIONS = ("post", "status", "e2e", "concurrent", "fake", "memory", "staging")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -751,6 +751,93 @@ class Bench:
             os.unlink(zpath)
 
     # -- driver ----------------------------------------------------------------------------------
+    # -- staging of many small files (pfcon issue #155 shape) ------------------------------
+    def sec_staging(self) -> None:
+        """fslink and swift staging of 20,000 small files, in-process through the adapters."""
+        sys.path.insert(0, ROOT)
+        from pfcon.adapters.storage.filesystem import FsLinkStorage
+        from pfcon.adapters.storage.local import StoreBase
+        from pfcon.domain.ports import StagingRequest
+
+        count = self.n(20_000, 2_000)
+        root = os.path.join(self.tmp, "shared")
+        inp = "home/cube/feeds/feed_1/pl-dircopy_1/data"
+        out = "home/cube/feeds/feed_1/pl-app_2/data"
+        os.makedirs(os.path.join(root, out))
+        payload = os.urandom(4096)
+        t0 = time.perf_counter()
+        for i in range(count):
+            d = os.path.join(root, inp, f"series{i // 200:03d}")
+            if i % 200 == 0:
+                os.makedirs(d)
+            with open(os.path.join(d, f"slice{i:05d}.dcm"), "wb") as f:
+                f.write(payload)
+        self.results.add("staging", f"create {count} x 4 KiB shared files (setup)", time.perf_counter() - t0, "s")
+        request = StagingRequest(input_dirs=(inp,), output_dir=out)
+        for workers in (1, 8):
+            storage = FsLinkStorage(StoreBase(root), workers=workers)
+            jid = self.jid(f"fslink{workers}")
+            with RssSampler(os.getpid()) as rss:
+                t0 = time.perf_counter()
+                data = storage.stage(jid, request)
+                elapsed = time.perf_counter() - t0
+            assert data.nfiles == count, data.nfiles
+            growth = rss.report()["growth_mib"]
+            self.results.add("staging", f"fslink stage {count} files, {workers} worker(s)", elapsed, "s",
+                             note=f"{count / elapsed:.0f} files/s, RSS +{growth:.1f} MiB")
+            self.results.add("staging", f"fslink stage rate, {workers} worker(s)", count / elapsed, "files/s")
+            storage.delete(jid)
+        self._staging_swift(root, inp, count, payload)
+
+    def _staging_swift(self, root: str, inp: str, count: int, payload: bytes) -> None:
+        from pfcon.adapters.storage.local import StoreBase
+        from pfcon.adapters.storage.swift import SwiftSettings, SwiftStorage
+        from pfcon.domain.ports import StagingRequest
+
+        url = os.environ.get("SWIFT_AUTH_URL")
+        if not url:
+            self.results.add("staging", "swift staging", None, "", note="skipped: SWIFT_AUTH_URL not set "
+                             "(make bench starts a local Swift)")
+            self.results.metrics[-1].verdict = "skipped"
+            return
+        settings = SwiftSettings(url, os.environ.get("SWIFT_USERNAME", "chris:chris1234"),
+                                 os.environ.get("SWIFT_KEY", "testing"),
+                                 os.environ.get("SWIFT_CONTAINER_NAME", "users"))
+        seeder = SwiftStorage(StoreBase(root), settings, workers=16)
+        seeder.ensure_container()
+        prefix = f"{self.prefix}swift/{inp}"
+        names = [(f"series{i // 200:03d}/slice{i:05d}.dcm", f"{prefix}/series{i // 200:03d}/slice{i:05d}.dcm")
+                 for i in range(count)]
+        src = os.path.join(self.tmp, "payload.bin")
+        with open(src, "wb") as f:
+            f.write(payload)
+        from pfcon.adapters.storage.innetwork import run_parallel
+
+        t0 = time.perf_counter()
+        run_parallel([(src, name) for _, name in names], seeder._upload, 16)
+        self.results.add("staging", f"swift upload {count} objects, 16 threads (setup)", time.perf_counter() - t0, "s")
+        try:
+            for workers in (8, 16):
+                storage = SwiftStorage(StoreBase(os.path.join(self.tmp, "sb-swift")), settings, workers=workers)
+                os.makedirs(storage.storebase.root, exist_ok=True)
+                jid = self.jid(f"swift{workers}")
+                request = StagingRequest(input_dirs=(prefix,), output_dir=f"{self.prefix}swift/out")
+                with RssSampler(os.getpid()) as rss:
+                    t0 = time.perf_counter()
+                    data = storage.stage(jid, request)
+                    elapsed = time.perf_counter() - t0
+                assert data.nfiles == count, data.nfiles
+                growth = rss.report()["growth_mib"]
+                self.results.add("staging", f"swift stage {count} objects, {workers} workers", elapsed, "s",
+                                 note=f"{count / elapsed:.0f} objects/s, RSS +{growth:.1f} MiB")
+                self.results.add("staging", f"swift stage rate, {workers} workers", count / elapsed, "objects/s")
+                storage.delete(jid)
+        finally:
+            conn = seeder._conn()
+            run_parallel([(name, "") for _, name in names],
+                         lambda name, _: conn.delete_object(settings.container, name), 1)
+
+
     def run(self, sections: list[str]) -> int:
         m = self.results.machine
         print("pfcon benchmark" + (" (--quick: reduced counts, NOT the reference numbers)" if self.quick else ""))

@@ -143,12 +143,23 @@ def collect_inputs(
     return list(planned.items())
 
 
-def run_parallel(items: Sequence[tuple[str, str]], work: Callable[[str, str], None], workers: int) -> None:
-    """Apply ``work`` to every item with a bounded pool; the first error wins."""
-    if len(items) < 32 or workers <= 1:
+def run_parallel(
+    items: Sequence[tuple[str, str]], work: Callable[[str, str], None], workers: int, batch: int = 256
+) -> None:
+    """Apply ``work`` to every item with a bounded pool; the first error wins.
+
+    Items go to the threads in batches, so cheap per-file work (a hard link) is not
+    drowned in scheduling overhead while slow work (a network transfer) still overlaps.
+    """
+    if len(items) <= batch or workers <= 1:
         for src, rel in items:
             work(src, rel)
         return
+
+    def run_batch(start: int) -> None:
+        for src, rel in items[start : start + batch]:
+            work(src, rel)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="staging") as pool:
-        for _ in pool.map(lambda item: work(*item), items):
+        for _ in pool.map(run_batch, range(0, len(items), batch)):
             pass

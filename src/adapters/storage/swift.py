@@ -159,7 +159,7 @@ class SwiftStorage:
                 if safe is None:
                     raise InvalidInputData(f"input_dirs: unsafe object name {name!r}")
                 plan.append((name, os.path.join(incoming, safe)))
-            run_parallel(plan, self._download, self.workers)
+            run_parallel(plan, self._download, self.workers, batch=4)
             nfiles = len(items) - expand_links(incoming)
         except BaseException:
             self.storebase.delete(jid)
@@ -192,7 +192,7 @@ class SwiftStorage:
         files = list(iter_output_files(outgoing))
         existing = set(self._names(prefix + "/"))
         todo = [(f.path, f"{prefix}/{f.rel}") for f in files if f"{prefix}/{f.rel}" not in existing]
-        run_parallel(todo, self._upload, self.workers)
+        run_parallel(todo, self._upload, self.workers, batch=4)
         if todo:
             log.info("uploaded_outputs", count=len(todo), skipped=len(files) - len(todo))
         return OutputListing(prefix, tuple(f.rel for f in files))
