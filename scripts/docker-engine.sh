@@ -24,6 +24,7 @@ PID_FILE=/run/pfcon-ci/dockerd.pid
 SOCK=/var/run/docker.sock
 DOCKERD_PIDFILE=/var/run/docker.pid                        # dockerd's own
 CONTAINERD_PIDFILE=/var/run/docker/containerd/containerd.pid
+LOCK_FILE=/run/pfcon-ci/docker-engine.lock  # serialises concurrent start/stop
 START_TIMEOUT=60
 STOP_TIMEOUT=30
 
@@ -35,6 +36,12 @@ engine_reachable() { command -v docker >/dev/null && docker info >/dev/null 2>&1
 # True if $1 is the PID of a live process whose command name is $2.
 pid_is() {
     [[ "$1" =~ ^[0-9]+$ ]] && [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]]
+}
+
+take_lock() {
+    mkdir -p "$(dirname "$LOCK_FILE")"
+    exec 9>"$LOCK_FILE"
+    flock -w 300 9 || die "could not lock $LOCK_FILE within 300s"
 }
 
 # True if any process named dockerd is alive (no procps needed).
@@ -89,7 +96,8 @@ install_packages() {
             chmod 755 "$POLICY_RC_D"
             CREATED_POLICY_RC_D=1
         fi
-        export DEBIAN_FRONTEND=noninteractive
+        # NEEDRESTART_SUSPEND: needrestart's apt hook must not restart services.
+        export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
         local apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
         if needs_apt_update "${missing[@]}"; then
             log "apt-get update"
@@ -165,6 +173,11 @@ cmd_start() {
         die "DOCKER_HOST=$DOCKER_HOST is set but unreachable; unset it to start a local engine on unix://$SOCK"
     fi
     ((EUID == 0)) || die "starting the engine needs root"
+    take_lock
+    if engine_reachable; then  # started by a concurrent run meanwhile
+        log "engine became reachable, server $(server_version)"
+        return 0
+    fi
 
     install_packages
     clear_stale_state
@@ -180,8 +193,9 @@ cmd_start() {
         echo "---- $(date -u +%FT%TZ) $ME start" >>"$LOG_FILE"
         # A background job of a non-interactive shell is no process-group
         # leader, so setsid does not fork: $! is dockerd's own PID.
+        # 9>&-: dockerd must not inherit (and so hold forever) our lock.
         setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false \
-            -H "unix://$SOCK" >>"$LOG_FILE" 2>&1 </dev/null &
+            -H "unix://$SOCK" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
         pid=$!
         echo "$pid" >"$PID_FILE"
     fi
@@ -206,6 +220,7 @@ cmd_stop() {
         rm -f "$PID_FILE"
         return 0
     fi
+    take_lock
     log "stopping dockerd (pid $pid)"
     kill -TERM "$pid"
     local deadline=$((SECONDS + STOP_TIMEOUT))

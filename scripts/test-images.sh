@@ -59,7 +59,7 @@ apt_install_if_missing() {  # packages without daemons
     done
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
+    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
     local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
     apt-get install "${opts[@]}" "${missing[@]}" || {
         apt-get update -q -o DPkg::Lock::Timeout=300
@@ -82,7 +82,7 @@ build_busybox_image() {
         ln -s busybox "$root/bin/$applet"
         n=$((n + 1))
     done
-    log "rootfs: busybox-static $(dpkg-query -W -f="${Version}" busybox-static), $n applet symlinks"
+    log "rootfs: busybox-static $(dpkg-query -W -f='${Version}' busybox-static), $n applet symlinks"
     tar --numeric-owner -C "$root" -c . |
         docker import --change "ENV PATH=$IMAGE_PATH" --change 'WORKDIR /' \
             --message "pfcon CI: busybox-static" - "$BUSYBOX_IMAGE" >/dev/null
@@ -125,9 +125,12 @@ make_rootfs() {
         rm -f "$staging.log"
         # Trim what an image does not need.
         rm -rf "$staging"/var/cache/apt/archives/*.deb "$staging"/var/lib/apt/lists/* "$staging"/var/log/*.log
+        # debootstrap copied these from the host; Docker provides its own at run time.
+        : >"$staging/etc/resolv.conf"
+        echo localhost >"$staging/etc/hostname"
         mkdir -p "$CACHE_DIR"
-        tar --numeric-owner -C "$staging" -cf "$ROOTFS_CACHE.partial" .
-        mv "$ROOTFS_CACHE.partial" "$ROOTFS_CACHE"
+        tar --numeric-owner -C "$staging" -cf "$ROOTFS_CACHE.partial.$$" .
+        mv "$ROOTFS_CACHE.partial.$$" "$ROOTFS_CACHE"
         log "cached root filesystem: $ROOTFS_CACHE ($(du -h "$ROOTFS_CACHE" | cut -f1))"
     else
         log "using cached root filesystem $ROOTFS_CACHE"
@@ -143,7 +146,7 @@ host_pip_env() {
     conf=$( (python3 -m pip config list 2>/dev/null || true) )
     for key in index-url extra-index-url trusted-host; do
         # `pip config list` lines look like: global.index-url='https://…'
-        value=$(sed -n "s/^[^.]*\.$key='\(.*\)'\$/\1/p" <<<"$conf" | tr ' \n' '\n\n' | awk 'NF && !seen[$0]++')
+        value=$(sed -n "s/^[^.]*\.$key='\(.*\)'\$/\1/p" <<<"$conf" | tr ' ' '\n' | awk 'NF && !seen[$0]++')
         [[ -n "$value" ]] || continue
         if [[ "$key" == trusted-host ]]; then
             urls=$value
@@ -242,6 +245,11 @@ step_begin "docker engine (docker-engine.sh start)"
 bash "$SCRIPT_DIR/docker-engine.sh" start
 step_end
 
+# Concurrent runs build one at a time; the later ones then find the images.
+mkdir -p /run/pfcon-ci
+exec 8>/run/pfcon-ci/test-images.lock
+flock -w 900 8 || die "could not lock /run/pfcon-ci/test-images.lock within 900s"
+
 if image_exists "$BUSYBOX_IMAGE"; then
     log "$BUSYBOX_IMAGE already present"
 else
@@ -265,7 +273,7 @@ if ((!BUSYBOX_ONLY)); then
 fi
 
 log "timings:"
-printf '[%s]   %s\n' "$ME" "${TIMINGS[@]}"
+for t in "${TIMINGS[@]}"; do log "  $t"; done
 log "total $(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')s"
 log "images ready: $BUSYBOX_IMAGE$( ((BUSYBOX_ONLY)) || echo " $PLUGIN_IMAGE")"
 ((BUSYBOX_ONLY)) || log "plugin command: $(plugin_exec_path) (e.g. docker run --rm --network none -v IN:/share/incoming:ro -v OUT:/share/outgoing $PLUGIN_IMAGE $(plugin_exec_path) --prefix lo /share/incoming /share/outgoing)"
