@@ -320,8 +320,10 @@ start_service() {
     t0=$(now)
     # A background job of a non-interactive shell is no process-group leader,
     # so setsid does not fork: $! is the service's own PID.
-    # 9>&-: the service must not inherit (and so hold) our lock.
-    setsid nohup podman system service --time=0 "$HOST_URL" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
+    # 9>&-: the service must not inherit (and so hold) our lock. Run it from
+    # $RUN_DIR: conmon 2.1 drops an "oom" file into its working directory
+    # whenever a container is OOM-killed (containers/conmon#504).
+    (cd "$RUN_DIR" && exec setsid nohup podman system service --time=0 "$HOST_URL" >>"$LOG_FILE" 2>&1 </dev/null 9>&-) &
     pid=$!
     echo "$pid" >"$PID_FILE"
     wait_for_service "$pid"
