@@ -44,11 +44,11 @@ step_end() {
     log "   done in ${dt}s"
 }
 
-# Temporary directories, removed on exit.
-TMP_DIRS=()
-cleanup() { ((${#TMP_DIRS[@]} == 0)) || rm -rf "${TMP_DIRS[@]}"; }
-trap cleanup EXIT
-make_tmp_dir() { local d; d=$(mktemp -d "/var/tmp/pfcon-ci-$1.XXXXXX"); TMP_DIRS+=("$d"); echo "$d"; }
+# Scratch space, removed on exit (it is created here, not in a $(...) subshell,
+# so the trap sees it).
+WORK_DIR=$(mktemp -d /var/tmp/pfcon-ci-test-images.XXXXXX)
+trap 'rm -rf "$WORK_DIR"' EXIT
+make_tmp_dir() { mktemp -d "$WORK_DIR/$1.XXXXXX"; }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -121,8 +121,10 @@ make_rootfs() {
         staging=$(make_tmp_dir debootstrap)
         log "debootstrap $SUITE (minbase + $DEBOOTSTRAP_INCLUDE) from $mirror"
         debootstrap --variant=minbase --include="$DEBOOTSTRAP_INCLUDE" "$SUITE" "$staging" "$mirror" \
-            >"$staging.log" 2>&1 || { tail -n 30 "$staging.log" >&2; die "debootstrap failed (log: $staging.log)"; }
-        rm -f "$staging.log"
+            >"$WORK_DIR/debootstrap.log" 2>&1 || {
+            tail -n 30 "$WORK_DIR/debootstrap.log" >&2
+            die "debootstrap failed (see above)"
+        }
         # Trim what an image does not need.
         rm -rf "$staging"/var/cache/apt/archives/*.deb "$staging"/var/lib/apt/lists/* "$staging"/var/log/*.log
         # debootstrap copied these from the host; Docker provides its own at run time.
