@@ -8,11 +8,10 @@ say() { echo "test.sh: $*"; }
 bash scripts/install.sh
 bash scripts/docker-engine.sh start
 bash scripts/test-images.sh
-if [ -f scripts/swift-aio.sh ]; then
-    bash scripts/swift-aio.sh start
-    eval "$(bash scripts/swift-aio.sh env)"
-    export PFCON_TEST_SWIFT=1
-fi
+bash scripts/swift-aio.sh start
+eval "$(bash scripts/swift-aio.sh env)"
+bash scripts/podman-engine.sh start
+eval "$(bash scripts/podman-engine.sh env)"
 
 say "architecture contracts (import-linter)"
 .venv/bin/lint-imports

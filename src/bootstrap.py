@@ -102,6 +102,7 @@ def _swift_storage(settings: Settings, storebase: Any) -> Any:
             username=settings.swift_username,
             key=settings.swift_key,
             container=settings.swift_container_name,
+            retries=settings.swift_retries,
         ),
         workers=settings.staging_workers,
         compression=_zip_compression(settings),

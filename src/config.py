@@ -104,6 +104,7 @@ class Settings:
     swift_username: str = "chris:chris1234"
     swift_key: str = field(default="testing", repr=False)
     swift_container_name: str = "users"
+    swift_retries: int = 5
     host: str = "0.0.0.0"  # noqa: S104 (pfcon listens on all interfaces)
     port: int = 5005
     # Extensions of this implementation (not in pfcon):
@@ -279,6 +280,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         swift_username=swift("SWIFT_USERNAME", d.swift_username),
         swift_key=swift("SWIFT_KEY", d.swift_key),
         swift_container_name=swift("SWIFT_CONTAINER_NAME", d.swift_container_name),
+        swift_retries=_int(env, "SWIFT_RETRIES", d.swift_retries, 0, 20),  # type: ignore[arg-type]
         host=(env.get("HOST") or d.host).strip(),
         port=_int(env, "PORT", d.port, 1, 65535),  # type: ignore[arg-type]
         pull_images=_bool(env, "PULL_IMAGES", False),

@@ -10,6 +10,7 @@ import pytest
 from pfcon.adapters.storage.fake import FakeStorage
 
 from ..conftest import Api, job_form, tree
+from .test_api import reset_structlog  # noqa: F401  (fixture)
 from ..contracts.storage import read_dir, write_files
 
 
@@ -208,3 +209,30 @@ def test_storage_can_be_swapped_for_a_fake(app_factory: Any, storebase: str) -> 
         r = api.post("/jobs/", data={**job_form(), "input_dirs": "in", "output_dir": "out"})
         assert r.status_code == 201, r.text
         assert storage.incoming["chris-jid-1"] == {"a.txt": b"a"}
+
+
+def test_swift_outage_is_a_clear_503_logged_with_the_job_id(app_factory: Any, capsys: Any, reset_structlog: Any) -> None:
+    import json
+    import socket
+
+    from pfcon.entrypoints.logs import configure_logging
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    configure_logging("INFO", cache=False)
+    api = app_factory(
+        PFCON_INNETWORK="true", STORAGE_ENV="swift", SWIFT_AUTH_URL=f"http://127.0.0.1:{port}/auth/v1.0",
+        SWIFT_RETRIES="0", APPLICATION_MODE="production", SECRET_KEY="k", PFCON_USER="pfcon",
+        PFCON_PASSWORD="pfcon1234", SWIFT_USERNAME="chris:chris1234", SWIFT_KEY="swift-secret-key",
+        SWIFT_CONTAINER_NAME="users",
+    )
+    capsys.readouterr()
+    r = submit(api, jid="chris-jid-5", input_dirs=["a/in"], output_dir="a/out")
+    assert r.status_code == 503
+    assert "Swift" in r.json()["message"]
+    err = capsys.readouterr().err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "backend_error" and e.get("job_id") == "chris-jid-5" for e in events)
+    assert "swift-secret-key" not in err
+    assert not [n for n in os.listdir(api.storebase) if n.startswith("key-")]

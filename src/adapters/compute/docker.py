@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,10 @@ def docker_status(state: Mapping[str, Any]) -> JobStatus:
     if state.get("Running") or state.get("Paused"):
         return JobStatus.STARTED
     status = state.get("Status")
+    if status == "stopped":
+        # Podman (4.3) shows its transient "exited, not yet cleaned up" state through
+        # the Docker-compatible inspect (containers/podman#17728); ExitCode is final.
+        status = "exited"
     if status == "created":
         return JobStatus.NOT_STARTED
     if state.get("OOMKilled") or state.get("Dead"):
@@ -70,6 +75,17 @@ class DockerOptions:
     shm_size_mib: int | None = None
     pull_images: bool = False
     network: str | None = None
+
+
+def _is_name_conflict(error: docker.errors.APIError) -> bool:
+    # Docker answers 409; Podman 500 "... that name is already in use".
+    return error.status_code == 409 or "already in use" in str(error.explanation or "")
+
+
+def _is_exit_race(error: docker.errors.APIError) -> bool:
+    # Podman 4.3 inspecting a container whose process is exiting:
+    # 500 "read /proc/<pid>/cgroup: no such process" (containers/podman#16383).
+    return error.status_code == 500 and "no such process" in str(error.explanation or "")
 
 
 def _is_gpu_error(error: docker.errors.APIError) -> bool:
@@ -175,13 +191,21 @@ class DockerCompute:
                 self._ensure_image(job.image)  # pulls if allowed, else ImageNotAvailable
                 create()
         except docker.errors.APIError as e:
-            if e.status_code == 409:
+            if _is_name_conflict(e):
                 raise JobAlreadyExists(job.name) from None
             if e.status_code == 400:
                 raise InvalidJobSpec(f"rejected by the container engine: {e.explanation}") from None
             raise BackendUnavailable(f"container engine error: {e.explanation}") from e
         except docker.errors.DockerException as e:
             raise BackendUnavailable(f"container engine error: {e}") from e
+        if job.resources.gpu_limit > 0 and not self._kept_device_requests(job.name):
+            # Podman's Docker-compatible API accepts DeviceRequests and drops them
+            # (containers/podman#22645): the job would run without its GPU.
+            self._discard(job.name)
+            raise ResourceUnavailable(
+                f"gpu_limit: this compute host cannot provide {job.resources.gpu_limit} GPU(s) "
+                "(the container engine ignored the GPU request)"
+            )
         try:
             self.api.start(job.name)
         except docker.errors.APIError as e:
@@ -205,6 +229,13 @@ class DockerCompute:
             timestamp=ZERO_TIME,
         )
 
+    def _kept_device_requests(self, name: str) -> bool:
+        try:
+            attrs = self._inspect(name)
+        except (JobNotFound, BackendUnavailable):
+            return True  # let start() decide
+        return bool((attrs.get("HostConfig") or {}).get("DeviceRequests"))
+
     def _discard(self, name: str) -> None:
         try:
             self.api.remove_container(name, force=True)
@@ -213,12 +244,20 @@ class DockerCompute:
 
     # -- observe ----------------------------------------------------------
     def _inspect(self, name: str) -> dict[str, Any]:
-        try:
-            return self.api.inspect_container(name)  # type: ignore[no-any-return]
-        except docker.errors.NotFound as e:
-            raise JobNotFound(name, str(e)) from None
-        except docker.errors.DockerException as e:
-            raise BackendUnavailable(f"container engine error: {e}") from e
+        attempts = 3
+        while True:
+            attempts -= 1
+            try:
+                return self.api.inspect_container(name)  # type: ignore[no-any-return]
+            except docker.errors.NotFound as e:
+                raise JobNotFound(name, str(e)) from None
+            except docker.errors.APIError as e:
+                if attempts and _is_exit_race(e):
+                    time.sleep(0.05)
+                    continue
+                raise BackendUnavailable(f"container engine error: {e}") from e
+            except docker.errors.DockerException as e:
+                raise BackendUnavailable(f"container engine error: {e}") from e
 
     def info(self, name: str) -> JobInfo:
         return job_info_from_inspect(name, self._inspect(name))
