@@ -20,8 +20,13 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     say "installing the project and its test tools into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
-    .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING' || true
+    mkdir -p .venv/log
+    if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[dev]'; } \
+            > .venv/log/pip.log 2>&1; then
+        tail -40 .venv/log/pip.log >&2
+        echo "install.sh: pip install failed (full log: .venv/log/pip.log)" >&2
+        exit 1
+    fi
     .venv/bin/python -c 'import pfcon.entrypoints.http.app, pfconclient, swiftclient' 
     rm -f .venv/.installed-* && touch "$stamp"
 fi
