@@ -39,8 +39,8 @@ swift:
 bench: install engine images swift
 	eval "$$(bash scripts/swift-aio.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
 
-image: engine
-	docker build -t local/pfcon:$$(grep -m1 '^version' pyproject.toml | cut -d'"' -f2) .
+image:
+	@bash scripts/build-image.sh
 
 clean:
 	rm -rf .run .pytest_cache build *.egg-info

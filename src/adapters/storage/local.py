@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from ...domain.errors import InvalidInputData, JobAlreadyExists, JobNotFound, OutputNotFound
+from ...domain.errors import (
+    BackendUnavailable,
+    InvalidInputData,
+    JobAlreadyExists,
+    JobNotFound,
+    OutputNotFound,
+)
 from ...domain.model import OutputListing
 
 log = structlog.get_logger(__name__)
@@ -176,7 +182,13 @@ class StoreBase:
     def delete(self, jid: str) -> None:
         path = self.key_dir(jid)
         if os.path.lexists(path):
-            shutil.rmtree(path, onerror=_force_remove)
+            try:
+                shutil.rmtree(path, onerror=_force_remove)
+            except PermissionError as e:
+                raise BackendUnavailable(
+                    f"cannot remove the data of job '{jid}': {e.strerror} ({e.filename}); job containers "
+                    "must run as a user whose files this server may delete (see CONTAINER_USER)"
+                ) from None
 
     def require(self, jid: str) -> str:
         path = self.key_dir(jid)
