@@ -34,12 +34,57 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
-@pytest.fixture
-def no_stray_containers(docker_client: Any) -> Iterator[None]:
-    """Fail a test that leaves a job container behind, and clean it up."""
-    before = {c.id for c in docker_client.containers.list(all=True)}
+PODMAN_HOST_VAR = "PFCON_PODMAN_HOST"
+
+
+@pytest.fixture(scope="session")
+def podman_client() -> Iterator[Any]:
+    import docker
+
+    host = os.environ.get(PODMAN_HOST_VAR)
+    if not host:
+        _require("a Podman service", f"{PODMAN_HOST_VAR} is not set (see scripts/podman-engine.sh)")
+    try:
+        client = docker.DockerClient(base_url=host)
+        client.ping()
+        version = client.version()
+    except Exception as e:  # noqa: BLE001
+        _require("a Podman service", f"{PODMAN_HOST_VAR}={host}: {e}")
+    components = [c.get("Name") for c in version.get("Components") or ()]
+    if "Podman Engine" not in components:
+        _require("a Podman service", f"{PODMAN_HOST_VAR}={host} is not Podman (components: {components})")
+    try:
+        client.api.inspect_image(TEST_IMAGE)
+    except Exception as e:  # noqa: BLE001
+        _require(f"the test image {TEST_IMAGE} in Podman's store", str(e))
+    yield client
+    client.close()
+
+
+@pytest.fixture(
+    scope="module", params=["docker", pytest.param("podman", marks=pytest.mark.podman)]
+)
+def engine(request: Any) -> Any:
+    """A Docker-API client for each engine the Docker adapter supports."""
+    return request.getfixturevalue(f"{request.param}_client")
+
+
+def _no_stray(client: Any) -> Iterator[None]:
+    before = {c.id for c in client.containers.list(all=True)}
     yield
-    stray = [c for c in docker_client.containers.list(all=True) if c.id not in before]
+    stray = [c for c in client.containers.list(all=True) if c.id not in before]
     for c in stray:
         c.remove(force=True)
     assert not stray, f"stray containers: {[c.name for c in stray]}"
+
+
+@pytest.fixture
+def no_stray_containers(docker_client: Any) -> Iterator[None]:
+    """Fail a test that leaves a job container behind (Docker), and clean it up."""
+    yield from _no_stray(docker_client)
+
+
+@pytest.fixture
+def no_stray_engine_containers(engine: Any) -> Iterator[None]:
+    """The same, on the engine under test."""
+    yield from _no_stray(engine)

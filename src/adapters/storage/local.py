@@ -19,7 +19,7 @@ from ...domain.errors import (
     JobNotFound,
     OutputNotFound,
 )
-from ...domain.model import OutputListing
+from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +195,18 @@ class StoreBase:
         if not os.path.isdir(path):
             raise JobNotFound(jid, f"no data for job '{jid}'")
         return path
+
+    def staged(self, jid: str, nfiles: int) -> StagedData:
+        """A job staged in its private ``key-<jid>/incoming`` and ``outgoing`` dirs."""
+        return StagedData(
+            nfiles=nfiles,
+            path=self.incoming(jid),
+            mounts=(
+                Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True),
+                Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False),
+            ),
+            timestamp=timestamp(),
+        )
 
     def require_output_dir(self, rel: str) -> str:
         path = resolve_inside(self.root, rel, "job_output_path")

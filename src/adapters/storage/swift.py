@@ -17,7 +17,7 @@ from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
 from ...domain.errors import BackendUnavailable, InvalidInputData, InvalidJobSpec
-from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
+from ...domain.model import OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import MAX_LINK_BYTES, expand_links
 from .innetwork import (
@@ -27,7 +27,7 @@ from .innetwork import (
     require_in_network_fields,
     run_parallel,
 )
-from .local import CHUNK, StoreBase, iter_output_files, iter_zip, safe_relative_path, timestamp
+from .local import CHUNK, StoreBase, iter_output_files, iter_zip, safe_relative_path
 
 log = structlog.get_logger(__name__)
 
@@ -164,15 +164,7 @@ class SwiftStorage:
         except BaseException:
             self.storebase.delete(jid)
             raise
-        return StagedData(
-            nfiles=nfiles,
-            path=incoming,
-            mounts=(
-                Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True),
-                Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False),
-            ),
-            timestamp=timestamp(),
-        )
+        return self.storebase.staged(jid, nfiles)
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)

@@ -9,10 +9,10 @@ import zlib
 from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec
-from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
+from ...domain.model import OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import expand_links
-from .local import CHUNK, StoreBase, iter_zip, safe_relative_path, timestamp
+from .local import CHUNK, StoreBase, iter_zip, safe_relative_path
 
 BAD_ZIP = "data_file: Bad zip file"
 _COMPRESSION_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
@@ -129,15 +129,7 @@ class ZipFileStorage:
         except BaseException:
             self.storebase.delete(jid)
             raise
-        return StagedData(
-            nfiles=nfiles,
-            path=incoming,
-            mounts=(
-                Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True),
-                Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False),
-            ),
-            timestamp=timestamp(),
-        )
+        return self.storebase.staged(jid, nfiles)
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)

@@ -1,4 +1,5 @@
-"""The Docker adapter against a real engine: the compute contract plus Docker specifics."""
+"""The Docker adapter on real engines — Docker and Podman (``CONTAINER_ENV=podman``):
+the compute contract, plus what matters about containers on each engine."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .conftest import TEST_IMAGE
 pytestmark = pytest.mark.docker
 
 
-class DockerDriver:
+class EngineDriver:
     def script(self, exit_code: int = 0, lines: tuple[str, ...] = (), sleep: int = 0) -> tuple[str, ...]:
         body = "; ".join(f"echo {shlex.quote(line)}" for line in lines)
         if sleep:
@@ -42,14 +43,14 @@ def storebase(tmp_path: Any) -> str:
     return str(path)
 
 
-def make_compute(docker_client: Any, storebase: str, **options: Any) -> DockerCompute:
-    return DockerCompute(docker_client, DockerOptions(storebase=storebase, **options))
+def make_compute(client: Any, storebase: str, **options: Any) -> DockerCompute:
+    return DockerCompute(client, DockerOptions(storebase=storebase, **options))
 
 
-class TestDockerCompute(ComputeContract):
+class TestEngineCompute(ComputeContract):
     @pytest.fixture
-    def compute(self, docker_client: Any, storebase: str, no_stray_containers: None) -> Iterator[DockerCompute]:
-        compute = make_compute(docker_client, storebase)
+    def compute(self, engine: Any, storebase: str, no_stray_engine_containers: None) -> Iterator[DockerCompute]:
+        compute = make_compute(engine, storebase)
         created: list[str] = []
         original = compute.schedule
 
@@ -66,24 +67,21 @@ class TestDockerCompute(ComputeContract):
                 pass
 
     @pytest.fixture
-    def driver(self) -> DockerDriver:
-        return DockerDriver()
+    def driver(self) -> EngineDriver:
+        return EngineDriver()
 
     @pytest.fixture
     def image(self) -> str:
         return TEST_IMAGE
 
 
-# -- Docker specifics -----------------------------------------------------------
-
-
 @pytest.fixture
-def run(docker_client: Any, storebase: str, no_stray_containers: None) -> Iterator[Any]:
+def run(engine: Any, storebase: str, no_stray_engine_containers: None) -> Iterator[Any]:
     names: list[str] = []
 
-    def run(command: str, compute: DockerCompute | None = None, wait: bool = True, **job: Any) -> tuple[DockerCompute, str]:
-        compute = compute or make_compute(docker_client, storebase)
-        name = unique("dk")
+    def run(command: str, compute: DockerCompute | None = None, **job: Any) -> tuple[DockerCompute, str]:
+        compute = compute or make_compute(engine, storebase)
+        name = unique("en")
         names.append(name)
         compute.schedule(
             ContainerJob(
@@ -95,14 +93,13 @@ def run(docker_client: Any, storebase: str, no_stray_containers: None) -> Iterat
                 mounts=job.get("mounts", ()),
             )
         )
-        if wait:
-            DockerDriver().settle(compute, name)
+        EngineDriver().settle(compute, name)
         return compute, name
 
     yield run
     for name in names:
         try:
-            docker_client.api.remove_container(name, force=True)
+            engine.api.remove_container(name, force=True)
         except Exception:  # noqa: BLE001
             pass
 
@@ -110,7 +107,8 @@ def run(docker_client: Any, storebase: str, no_stray_containers: None) -> Iterat
 def test_mounts_input_read_only_and_output_read_write(run: Any, storebase: str) -> None:
     os.makedirs(f"{storebase}/key-x/incoming")
     os.makedirs(f"{storebase}/key-x/outgoing")
-    open(f"{storebase}/key-x/incoming/in.txt", "w").write("data")
+    with open(f"{storebase}/key-x/incoming/in.txt", "w") as f:
+        f.write("data")
     mounts = (
         Mount("key-x/incoming", "/share/incoming", True),
         Mount("key-x/outgoing", "/share/outgoing", False),
@@ -121,9 +119,10 @@ def test_mounts_input_read_only_and_output_read_write(run: Any, storebase: str) 
         mounts=mounts,
     )
     state = compute.state(name, 10)
-    assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
+    assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY, state.logs
     assert state.logs.strip() == "READONLY"
-    assert open(f"{storebase}/key-x/outgoing/out.txt").read() == "data"
+    with open(f"{storebase}/key-x/outgoing/out.txt") as f:
+        assert f.read() == "data"
     assert not os.path.exists(f"{storebase}/key-x/incoming/nope")
 
 
@@ -132,45 +131,54 @@ def test_env_is_passed(run: Any) -> None:
     assert compute.state(name, 10).logs.strip() == "chris-jid-1|b=c"
 
 
-def test_memory_limit_is_a_hard_limit(run: Any, docker_client: Any) -> None:
-    compute, name = run(
-        "head -c 200000000 /dev/zero | sort > /dev/null; echo survived",
-        resources=Resources(1, 1000, 32, 0),
-    )
-    attrs = docker_client.api.inspect_container(name)
+def test_memory_limit_is_a_hard_limit(run: Any, engine: Any) -> None:
+    # The job's exit status is sort's: Podman, unlike Docker, does not report
+    # State.OOMKilled, so the assertion holds on the exit code on both engines.
+    compute, name = run("head -c 200000000 /dev/zero | sort > /dev/null", resources=Resources(1, 1000, 32, 0))
+    attrs = engine.api.inspect_container(name)
     assert attrs["HostConfig"]["Memory"] == 32 * 1024 * 1024
     assert attrs["HostConfig"]["NanoCpus"] == 1000 * 1_000_000
-    assert compute.info(name).status is JobStatus.FINISHED_WITH_ERROR
-    assert "Killed" in compute.state(name, 10).logs  # the kernel OOM-killed sort
+    assert attrs["State"]["ExitCode"] == 128 + 9  # SIGKILL
+    state = compute.state(name, 10)
+    assert state.info.status is JobStatus.FINISHED_WITH_ERROR, state.logs
+    assert "Killed" in state.logs  # the kernel OOM-killed sort
 
 
-def test_ignore_limits(run: Any, docker_client: Any, storebase: str) -> None:
-    compute = make_compute(docker_client, storebase, ignore_limits=True)
-    _, name = run("true", compute=compute)
-    host_config = docker_client.api.inspect_container(name)["HostConfig"]
+def test_ignore_limits(run: Any, engine: Any, storebase: str) -> None:
+    _, name = run("true", compute=make_compute(engine, storebase, ignore_limits=True))
+    host_config = engine.api.inspect_container(name)["HostConfig"]
     assert host_config["Memory"] == 0
     assert host_config["NanoCpus"] == 0
 
 
-def test_container_user_sets_uid_and_primary_gid(run: Any, docker_client: Any, storebase: str) -> None:
-    compute = make_compute(docker_client, storebase, container_user=parse_container_user("1234:5678"))
+def test_container_user_sets_uid_and_primary_gid(run: Any, engine: Any, storebase: str) -> None:
+    compute = make_compute(engine, storebase, container_user=parse_container_user("1234:5678"))
     _, name = run("echo $(id -u):$(id -g)", compute=compute)
     assert compute.state(name, 10).logs.strip() == "1234:5678"
 
 
-def test_container_user_range(run: Any, docker_client: Any, storebase: str) -> None:
-    compute = make_compute(docker_client, storebase, container_user=parse_container_user("2000-2010:"))
+def test_container_user_range(run: Any, engine: Any, storebase: str) -> None:
+    compute = make_compute(engine, storebase, container_user=parse_container_user("2000-2010:"))
     _, name = run("id -u", compute=compute)
     assert 2000 <= int(compute.state(name, 10).logs.strip()) <= 2010
 
 
-def test_labels_shm_and_job_type(run: Any, docker_client: Any, storebase: str) -> None:
-    compute = make_compute(docker_client, storebase, labels=(("team", "fnndsc"),), shm_size_mib=70)
+def test_labels_shm_and_job_type(run: Any, engine: Any, storebase: str) -> None:
+    compute = make_compute(engine, storebase, labels=(("team", "fnndsc"),), shm_size_mib=70)
     _, name = run("df -m /dev/shm | tail -1", compute=compute)
-    attrs = docker_client.api.inspect_container(name)
+    attrs = engine.api.inspect_container(name)
     assert attrs["Config"]["Labels"]["team"] == "fnndsc"
     assert attrs["Config"]["Labels"]["org.chrisproject.job_type"] == "plugin"
     assert attrs["HostConfig"]["ShmSize"] == 70 * 1024 * 1024
+    assert compute.state(name, 10).logs.split()[1] == "70"  # df -m: size of /dev/shm
+
+
+def test_network_none(run: Any, engine: Any, storebase: str) -> None:
+    compute = make_compute(engine, storebase, network="none")
+    _, name = run("ls /sys/class/net", compute=compute)
+    state = compute.state(name, 10)
+    assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY, state.logs
+    assert state.logs.split() == ["lo"]
 
 
 def test_logs_with_invalid_utf8_are_replaced(run: Any) -> None:
@@ -180,12 +188,14 @@ def test_logs_with_invalid_utf8_are_replaced(run: Any) -> None:
     assert "err" in logs
 
 
-def test_gpu_request_on_a_host_without_gpus_leaves_nothing(docker_client: Any, storebase: str, no_stray_containers: None) -> None:
-    compute = make_compute(docker_client, storebase)
+def test_gpu_request_on_a_host_without_gpus_leaves_nothing(
+    engine: Any, storebase: str, no_stray_engine_containers: None
+) -> None:
+    compute = make_compute(engine, storebase)
     name = unique("gpu")
     job = ContainerJob(name, TEST_IMAGE, ("true",), (), Resources(1, 500, 64, 1), ())
     started = time.monotonic()
     with pytest.raises(ResourceUnavailable, match="GPU"):
         compute.schedule(job)
     assert time.monotonic() - started < 10
-    assert not docker_client.containers.list(all=True, filters={"name": name})
+    assert not engine.containers.list(all=True, filters={"name": name})
