@@ -835,9 +835,8 @@ class Bench:
                 self.results.add("staging", f"swift stage rate, {workers} workers", count / elapsed, "objects/s")
                 storage.delete(jid)
         finally:
-            conn = seeder._conn()
             run_parallel([(name, "") for _, name in names],
-                         lambda name, _: conn.delete_object(settings.container, name), 1)
+                         lambda name, _: seeder._conn().delete_object(settings.container, name), 16, batch=16)
 
 
     def run(self, sections: list[str]) -> int:
