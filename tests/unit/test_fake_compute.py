@@ -43,3 +43,13 @@ class TestFakeCompute(ComputeContract):
     @pytest.fixture
     def image(self) -> str:
         return "local/fake:1"
+
+
+def test_every_configurable_compute_backend_has_a_contract_run() -> None:
+    """A compute backend added to the configuration must also get a contract run."""
+    import tests.integration.test_engine_compute as engines
+    from pfcon.config import CONTAINER_ENVS_BUILT
+
+    runs = {"docker": engines.TestEngineCompute}
+    assert set(CONTAINER_ENVS_BUILT) == set(runs)
+    assert issubclass(runs["docker"], ComputeContract)

@@ -198,3 +198,18 @@ class TestFakeStorage(StorageContract):
     @pytest.fixture
     def harness(self) -> FakeHarness:
         return FakeHarness()
+
+
+def test_every_configurable_storage_mode_has_a_contract_run() -> None:
+    """A storage mode added to the configuration must also get a contract run."""
+    import tests.integration.test_swift_storage as swift_suite
+    from pfcon.config import STORAGE_ENVS_BUILT
+
+    runs = {
+        "zipfile": TestZipFileStorage,
+        "filesystem": TestFileSystemStorage,
+        "fslink": TestFsLinkStorage,
+        "swift": swift_suite.TestSwiftStorage,
+    }
+    assert set(STORAGE_ENVS_BUILT) == set(runs)
+    assert all(issubclass(cls, StorageContract) for cls in runs.values())
