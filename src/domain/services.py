@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .command import build_command
@@ -28,6 +29,9 @@ from .model import (
     job_id_problem,
 )
 from .ports import AuthPort, ComputePort, StagingRequest, StoragePort, ZipStream
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,10 @@ class JobService:
         try:
             info = self.compute.schedule(job)
         except BaseException:
-            self.storage.delete(spec.jid)
+            try:
+                self.storage.delete(spec.jid)  # leave nothing behind
+            except Exception:  # the scheduling error is the one to report
+                log.exception("rollback of job data failed", extra={"job_id": spec.jid})
             raise
         return SubmittedJob(data=data, info=info)
 
