@@ -28,21 +28,13 @@ LOCK_FILE=/run/pfcon-ci/docker-engine.lock  # serialises concurrent start/stop
 START_TIMEOUT=60
 STOP_TIMEOUT=30
 
-log() { echo "[$ME] $*"; }
-die() { echo "[$ME] ERROR: $*" >&2; exit 1; }
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
 
 engine_reachable() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
 
-# True if $1 is the PID of a live process whose command name is $2.
-pid_is() {
-    [[ "$1" =~ ^[0-9]+$ ]] && [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]]
-}
-
-take_lock() {
-    mkdir -p "$(dirname "$LOCK_FILE")"
-    exec 9>"$LOCK_FILE"
-    flock -w 300 9 || die "could not lock $LOCK_FILE within 300s"
-}
+# True if the engine answers on our socket (whatever DOCKER_HOST says).
+engine_answers() { DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1; }
 
 # True if any process named dockerd is alive (no procps needed).
 any_dockerd_running() {
@@ -55,61 +47,14 @@ any_dockerd_running() {
 
 # ---------------------------------------------------------------- packages --
 
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
-
-# apt-get update is only needed when apt knows no candidate for a package.
-needs_apt_update() {
-    local p
-    for p in "$@"; do
-        apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]' || return 0
-    done
-    return 1
-}
-
-POLICY_RC_D=/usr/sbin/policy-rc.d
-CREATED_POLICY_RC_D=0
-remove_our_policy_rc_d() {
-    if ((CREATED_POLICY_RC_D)); then
-        rm -f "$POLICY_RC_D"
-        CREATED_POLICY_RC_D=0
-    fi
-}
-trap remove_our_policy_rc_d EXIT
-
 install_packages() {
-    local pkgs=(docker.io busybox-static) missing=() p
+    local pkgs=(docker.io busybox-static)
     # Only needed on hosts whose kernel enforces AppArmor.
     [[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" == Y ]] && pkgs+=(apparmor)
     # Only needed on hosts where nothing mounted the cgroup filesystems.
     grep -q cgroup /proc/mounts || pkgs+=(cgroupfs-mount)
-    for p in "${pkgs[@]}"; do is_installed "$p" || missing+=("$p"); done
-    if ((${#missing[@]} == 0)); then
-        log "packages already installed: ${pkgs[*]}"
-    else
-        log "installing ${missing[*]}"
-        # Keep maintainer scripts from starting daemons (invoke-rc.d honours
-        # policy-rc.d; exit code 101 means "action forbidden").
-        if [[ ! -e "$POLICY_RC_D" ]]; then
-            printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC_D"
-            chmod 755 "$POLICY_RC_D"
-            CREATED_POLICY_RC_D=1
-        fi
-        # NEEDRESTART_SUSPEND: needrestart's apt hook must not restart services.
-        export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-        local apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-        if needs_apt_update "${missing[@]}"; then
-            log "apt-get update"
-            apt-get update -q -o DPkg::Lock::Timeout=300
-        fi
-        if ! apt-get install "${apt_opts[@]}" "${missing[@]}"; then
-            log "install failed; retrying after apt-get update (package lists may be stale)"
-            apt-get update -q -o DPkg::Lock::Timeout=300
-            apt-get install "${apt_opts[@]}" "${missing[@]}"
-        fi
-        remove_our_policy_rc_d
-    fi
+    ensure_packages "${pkgs[@]}"
+    ((${#MISSING_PKGS[@]})) || log "packages already installed: ${pkgs[*]}"
     if ! grep -q cgroup /proc/mounts; then
         log "mounting cgroup filesystems"
         cgroupfs-mount
@@ -122,46 +67,13 @@ install_packages() {
 # a containerd PID file whose PID has been reused by some other process. Clear
 # such leftovers of a daemon that is gone; never touch a live daemon.
 clear_stale_state() {
-    local pid
-    if [[ -f "$DOCKERD_PIDFILE" ]]; then
-        pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null || true)
-        if ! pid_is "$pid" dockerd; then
-            log "removing stale $DOCKERD_PIDFILE (pid '$pid' is not a running dockerd)"
-            rm -f "$DOCKERD_PIDFILE"
-        fi
-    fi
-    if [[ -f "$CONTAINERD_PIDFILE" ]]; then
-        pid=$(cat "$CONTAINERD_PIDFILE" 2>/dev/null || true)
-        if ! pid_is "$pid" containerd; then
-            log "removing stale $CONTAINERD_PIDFILE"
-            rm -f "$CONTAINERD_PIDFILE"
-        fi
-    fi
-    if [[ -f "$PID_FILE" ]] && ! pid_is "$(cat "$PID_FILE" 2>/dev/null)" dockerd; then
-        rm -f "$PID_FILE"
-    fi
+    remove_stale_pid_file "$DOCKERD_PIDFILE" dockerd
+    remove_stale_pid_file "$CONTAINERD_PIDFILE" containerd
+    remove_stale_pid_file "$PID_FILE" dockerd --quiet
     if [[ -S "$SOCK" ]] && ! any_dockerd_running; then
         log "removing stale socket $SOCK (no dockerd running)"
         rm -f "$SOCK"
     fi
-}
-
-# Wait until the engine answers; $1 is the PID to watch (may die meanwhile).
-wait_for_engine() {
-    local pid=$1 deadline=$((SECONDS + START_TIMEOUT))
-    until DOCKER_HOST="unix://$SOCK" docker info >/dev/null 2>&1; do
-        if ! pid_is "$pid" dockerd; then
-            echo "[$ME] ERROR: dockerd (pid $pid) exited before it was ready; end of $LOG_FILE:" >&2
-            tail -n 30 "$LOG_FILE" >&2 || true
-            exit 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "[$ME] ERROR: dockerd (pid $pid) not ready after ${START_TIMEOUT}s; end of $LOG_FILE:" >&2
-            tail -n 30 "$LOG_FILE" >&2 || true
-            exit 1
-        fi
-        sleep 0.5
-    done
 }
 
 cmd_start() {
@@ -173,7 +85,7 @@ cmd_start() {
         die "DOCKER_HOST=$DOCKER_HOST is set but unreachable; unset it to start a local engine on unix://$SOCK"
     fi
     ((EUID == 0)) || die "starting the engine needs root"
-    take_lock
+    take_lock "$LOCK_FILE"
     if engine_reachable; then  # started by a concurrent run meanwhile
         log "engine became reachable, server $(server_version)"
         return 0
@@ -184,24 +96,22 @@ cmd_start() {
     mkdir -p "$(dirname "$LOG_FILE")" "$(dirname "$PID_FILE")"
 
     local pid
-    if [[ -f "$DOCKERD_PIDFILE" ]]; then
+    if pid=$(live_pid_from_file "$DOCKERD_PIDFILE" dockerd); then
         # Some dockerd is alive but not answering yet (starting up, or not ours).
-        pid=$(cat "$DOCKERD_PIDFILE")
         log "a dockerd is already running (pid $pid) but does not answer yet; waiting for it"
     else
         log "starting dockerd (log: $LOG_FILE)"
         echo "---- $(date -u +%FT%TZ) $ME start" >>"$LOG_FILE"
-        # A background job of a non-interactive shell is no process-group
-        # leader, so setsid does not fork: $! is dockerd's own PID.
-        # 9>&-: dockerd must not inherit (and so hold forever) our lock.
-        setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false \
-            -H "unix://$SOCK" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
-        pid=$!
+        # Detached, from /, and without our fds: dockerd must not inherit (and
+        # so hold forever) our lock.
+        spawn_detached / "$LOG_FILE" nohup dockerd --bridge=none --iptables=false --ip6tables=false \
+            -H "unix://$SOCK"
+        pid=$SPAWNED_PID
         echo "$pid" >"$PID_FILE"
     fi
 
     local t0=$SECONDS
-    wait_for_engine "$pid"
+    wait_until_ready "$pid" dockerd "$START_TIMEOUT" "$LOG_FILE" engine_answers
     engine_reachable || die "dockerd answers on unix://$SOCK but \`docker info\` does not work (docker context?)"
     log "engine ready after $((SECONDS - t0))s: server $(server_version), client $(client_version), dockerd pid $pid"
 }
@@ -209,32 +119,7 @@ cmd_start() {
 # -------------------------------------------------------------- stop/status --
 
 cmd_stop() {
-    local pid
-    pid=$(cat "$PID_FILE" 2>/dev/null || true)
-    if [[ -z "$pid" ]]; then
-        log "no PID file $PID_FILE: no engine started by this script; nothing to stop"
-        return 0
-    fi
-    if ! pid_is "$pid" dockerd; then
-        log "dockerd (pid $pid) from $PID_FILE is not running; removing the PID file"
-        rm -f "$PID_FILE"
-        return 0
-    fi
-    take_lock
-    log "stopping dockerd (pid $pid)"
-    kill -TERM "$pid"
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while pid_is "$pid" dockerd; do
-        if ((SECONDS >= deadline)); then
-            log "dockerd did not exit after ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 1
-            break
-        fi
-        sleep 0.5
-    done
-    rm -f "$PID_FILE"
-    log "dockerd stopped"
+    stop_daemon_from_pid_file "$PID_FILE" dockerd dockerd "$STOP_TIMEOUT" "$LOCK_FILE"
 }
 
 server_version() { docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo unknown; }
@@ -242,8 +127,8 @@ client_version() { docker version --format '{{.Client.Version}}' 2>/dev/null || 
 
 cmd_status() {
     if engine_reachable; then
-        local owner="not started by this script"
-        pid_is "$(cat "$PID_FILE" 2>/dev/null)" dockerd && owner="started by this script, pid $(cat "$PID_FILE")"
+        local owner="not started by this script" pid
+        pid=$(live_pid_from_file "$PID_FILE" dockerd) && owner="started by this script, pid $pid"
         log "engine reachable at ${DOCKER_HOST:-unix://$SOCK}: server $(server_version), client $(client_version) [$(command -v docker)]; $owner"
     else
         log "engine NOT reachable at ${DOCKER_HOST:-unix://$SOCK}"

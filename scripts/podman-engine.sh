@@ -46,43 +46,20 @@ LOCK_FILE=$RUN_DIR/podman-engine.lock  # serialises concurrent start/stop
 LOG_FILE=/var/log/pfcon-ci/podman.log
 CONF=/etc/containers/containers.conf
 CONF_MARKER="# Written by pfcon's scripts/podman-engine.sh."  # no backup of a file we wrote
-IMAGE=local/pfcon-busybox:1
-IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ULIMITS=("nofile=1024:1024" "nproc=4096:4096")
-APT_LOCK_TIMEOUT=300
 START_TIMEOUT=60
 STOP_TIMEOUT=30
 
-log() { echo "[$ME] $*" >&2; }
-die() { echo "[$ME] ERROR: $*" >&2; exit 1; }
+LOG_FD=2  # stdout is for `env` and for ensure_conf's answer
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
+IMAGE=$BUSYBOX_IMAGE
 
 # Timings, printed by `start` at the end.
 TIMINGS=()
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# True if $1 is the PID of a live process whose command name is $2.
-pid_is() {
-    [[ "$1" =~ ^[0-9]+$ ]] && [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]]
-}
-# True while the child $1 we just started lives (it is setsid/nohup until it
-# execs podman; a zombie counts as dead).
-child_alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ "${stat%% *}" != Z ]]
-}
 our_pid() {  # the PID of the service this script started, if it is alive
-    local pid
-    pid=$(cat "$PID_FILE" 2>/dev/null || true)
-    pid_is "$pid" podman && echo "$pid"
-}
-
-take_lock() {
-    mkdir -p "$RUN_DIR"
-    exec 9>"$LOCK_FILE"
-    flock -w 300 9 || die "could not lock $LOCK_FILE within 300s"
+    live_pid_from_file "$PID_FILE" podman
 }
 
 ping_ok() {
@@ -96,86 +73,17 @@ server_version() {
 
 # ---------------------------------------------------------------- packages --
 
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
-
-# apt-get update is only needed when apt knows no candidate for a package.
-needs_apt_update() {
-    local p
-    for p in "$@"; do
-        apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]' || return 0
-    done
-    return 1
-}
-
-# Run an apt-get command, waiting while another apt/dpkg holds a lock: apt's
-# own DPkg::Lock::Timeout first, then retries until APT_LOCK_TIMEOUT overall.
-APT_DEADLINE=0
-apt_get() {
-    ((APT_DEADLINE)) || APT_DEADLINE=$((SECONDS + APT_LOCK_TIMEOUT))
-    local err rc
-    err=$(mktemp)
-    while :; do
-        rc=0
-        apt-get -o DPkg::Lock::Timeout=$((APT_DEADLINE > SECONDS ? APT_DEADLINE - SECONDS : 1)) \
-            "$@" 2>"$err" || rc=$?
-        cat "$err" >&2
-        if ((rc == 0)); then rm -f "$err"; return 0; fi
-        if grep -qiE 'could not get lock|unable to (acquire|lock)|is another process using it' "$err" &&
-            ((SECONDS < APT_DEADLINE)); then
-            log "apt is locked by another process; retrying in 5s"
-            sleep 5
-            continue
-        fi
-        rm -f "$err"
-        return "$rc"
-    done
-}
-
-POLICY_RC_D=/usr/sbin/policy-rc.d
-CREATED_POLICY_RC_D=0
-remove_our_policy_rc_d() {
-    if ((CREATED_POLICY_RC_D)); then
-        rm -f "$POLICY_RC_D"
-        CREATED_POLICY_RC_D=0
-    fi
-}
-trap remove_our_policy_rc_d EXIT
-
 install_packages() {
     # netavark is named so that apt does not pick CNI plugins for podman's
     # "container-network-stack" dependency; Podman 4 prefers netavark anyway.
-    local pkgs=(podman netavark busybox-static curl) missing=() p
-    for p in "${pkgs[@]}"; do is_installed "$p" || missing+=("$p"); done
-    if ((${#missing[@]} == 0)); then
-        log "packages already installed: ${pkgs[*]}"
-        return 0
-    fi
-    local t0
+    local pkgs=(podman netavark busybox-static curl) t0
     t0=$(now)
-    log "installing ${missing[*]}"
-    # Keep maintainer scripts from starting daemons (invoke-rc.d honours
-    # policy-rc.d; exit code 101 means "action forbidden").
-    if [[ ! -e "$POLICY_RC_D" ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC_D"
-        chmod 755 "$POLICY_RC_D"
-        CREATED_POLICY_RC_D=1
+    ensure_packages "${pkgs[@]}"
+    if ((${#MISSING_PKGS[@]})); then
+        TIMINGS+=("install ${MISSING_PKGS[*]}: $(elapsed "$t0")s")
+    else
+        log "packages already installed: ${pkgs[*]}"
     fi
-    # NEEDRESTART_SUSPEND: needrestart's apt hook must not restart services.
-    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-    local opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-    if needs_apt_update "${missing[@]}"; then
-        log "apt-get update"
-        apt_get update -q
-    fi
-    if ! apt_get install "${opts[@]}" "${missing[@]}"; then
-        log "install failed; retrying after apt-get update (package lists may be stale)"
-        apt_get update -q
-        apt_get install "${opts[@]}" "${missing[@]}"
-    fi
-    remove_our_policy_rc_d
-    TIMINGS+=("install ${missing[*]}: $(elapsed "$t0")s")
 }
 
 # ---------------------------------------------------------- containers.conf --
@@ -293,23 +201,6 @@ ensure_conf() {
 
 # ------------------------------------------------------------------- start --
 
-wait_for_service() {  # $1: PID to watch (may die meanwhile)
-    local pid=$1 deadline=$((SECONDS + START_TIMEOUT))
-    until ping_ok; do
-        if ! child_alive "$pid"; then
-            echo "[$ME] ERROR: podman service (pid $pid) exited before it was ready; end of $LOG_FILE:" >&2
-            tail -n 30 "$LOG_FILE" >&2 || true
-            exit 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "[$ME] ERROR: podman service (pid $pid) not ready after ${START_TIMEOUT}s; end of $LOG_FILE:" >&2
-            tail -n 30 "$LOG_FILE" >&2 || true
-            exit 1
-        fi
-        sleep 0.2
-    done
-}
-
 start_service() {
     mkdir -p "$RUN_DIR" "$(dirname "$LOG_FILE")"
     rm -f "$PID_FILE"
@@ -318,33 +209,20 @@ start_service() {
     echo "---- $(date -u +%FT%TZ) $ME start" >>"$LOG_FILE"
     local t0 pid
     t0=$(now)
-    # A background job of a non-interactive shell is no process-group leader,
-    # so setsid does not fork: $! is the service's own PID.
-    # 9>&-: the service must not inherit (and so hold) our lock. Run it from
-    # $RUN_DIR: conmon 2.1 drops an "oom" file into its working directory
-    # whenever a container is OOM-killed (containers/conmon#504).
-    (cd "$RUN_DIR" && exec setsid nohup podman system service --time=0 "$HOST_URL" >>"$LOG_FILE" 2>&1 </dev/null 9>&-) &
-    pid=$!
+    # Detached and without our fds: the service must not inherit (and so hold)
+    # our lock. Run it from $RUN_DIR: conmon 2.1 drops an "oom" file into its
+    # working directory whenever a container is OOM-killed (containers/conmon#504).
+    spawn_detached "$RUN_DIR" "$LOG_FILE" nohup podman system service --time=0 "$HOST_URL"
+    pid=$SPAWNED_PID
     echo "$pid" >"$PID_FILE"
-    wait_for_service "$pid"
+    wait_until_ready "$pid" "podman service" "$START_TIMEOUT" "$LOG_FILE" ping_ok
     pid_is "$pid" podman || die "pid $pid answering on $SOCK is not podman (comm: $(cat "/proc/$pid/comm" 2>/dev/null))"
     TIMINGS+=("service ready: $(elapsed "$t0")s")
     log "service ready: podman $(server_version), pid $pid"
 }
 
 stop_service() {  # $1: PID
-    local pid=$1 deadline=$((SECONDS + STOP_TIMEOUT))
-    log "stopping podman service (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    while pid_is "$pid" podman; do
-        if ((SECONDS >= deadline)); then
-            log "podman service did not exit after ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 1
-            break
-        fi
-        sleep 0.2
-    done
+    stop_pid "$1" podman "podman service" "$STOP_TIMEOUT"
     rm -f "$PID_FILE"
 }
 
@@ -353,24 +231,11 @@ ensure_image() {
         log "image $IMAGE already in Podman's store"
         return 0
     fi
-    local t0 busybox root applet n=0
+    local t0
     t0=$(now)
-    busybox=$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')
-    root=$(mktemp -d /var/tmp/pfcon-podman-busybox.XXXXXX)
-    mkdir -p "$root/bin" "$root/tmp" "$root/share"
-    chmod 1777 "$root/tmp"
-    cp "$busybox" "$root/bin/busybox"
-    for applet in $("$busybox" --list); do
-        [[ "$applet" == busybox ]] && continue
-        ln -s busybox "$root/bin/$applet"
-        n=$((n + 1))
-    done
-    tar --numeric-owner -C "$root" -c . |
-        podman import --quiet --change "ENV PATH=$IMAGE_PATH" --change 'WORKDIR /' \
-            --message "pfcon CI: busybox-static" - "$IMAGE" >/dev/null
-    rm -rf "$root"
+    import_busybox_image podman "$IMAGE"
     TIMINGS+=("import $IMAGE: $(elapsed "$t0")s")
-    log "imported $IMAGE (busybox-static $(dpkg-query -W -f='${Version}' busybox-static), $n applet symlinks)"
+    log "imported $IMAGE (busybox-static $BUSYBOX_VERSION, $BUSYBOX_APPLETS applet symlinks)"
 }
 
 # Run a container through the service's Docker-compatible API (what pfcon
@@ -406,7 +271,7 @@ cmd_start() {
     ((EUID == 0)) || die "starting the podman service needs root"
     local t_all
     t_all=$(now)
-    take_lock
+    take_lock "$LOCK_FILE"
     install_packages
     command -v podman >/dev/null || die "podman is not on PATH after installing it"
     local changed pid
@@ -440,20 +305,7 @@ cmd_start() {
 # -------------------------------------------------------------- stop/status --
 
 cmd_stop() {
-    local pid
-    pid=$(cat "$PID_FILE" 2>/dev/null || true)
-    if [[ -z "$pid" ]]; then
-        log "no PID file $PID_FILE: no service started by this script; nothing to stop"
-        return 0
-    fi
-    take_lock
-    if ! pid_is "$pid" podman; then
-        log "podman service (pid $pid) from $PID_FILE is not running; removing the PID file"
-        rm -f "$PID_FILE"
-        return 0
-    fi
-    stop_service "$pid"
-    log "podman service stopped"
+    stop_daemon_from_pid_file "$PID_FILE" podman "podman service" "$STOP_TIMEOUT" "$LOCK_FILE"
 }
 
 cmd_status() {

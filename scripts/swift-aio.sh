@@ -38,10 +38,11 @@
 set -euo pipefail
 
 ME=$(basename "$0" .sh)
-log() { printf '%s: %s\n' "$ME" "$*"; }
-T0=$(date +%s%N)
-since() { printf '%d.%01d s' $(( ($(date +%s%N) - T0) / 1000000000 )) $(( ($(date +%s%N) - T0) / 100000000 % 10 )); }
-die() { printf '%s: ERROR: %s\n' "$ME" "$*" >&2; exit 1; }
+LOG_PREFIX="$ME:"
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
+T0=$(now)
+since() { printf '%s s' "$(elapsed "$T0")"; }
 
 # ---------------------------------------------------------------- settings
 SWIFT_DATA=${SWIFT_DATA:-/srv/pfcon-swift}
@@ -155,62 +156,19 @@ put_file() {
 
 need_root() { [[ $(id -u) == 0 ]] || die "must run as root (installs packages, binds ports, writes /etc/swift)"; }
 
-lock() {
-    mkdir -p "$RUN_DIR"
-    exec 9>"$RUN_DIR/.lock"
-    flock -w 300 9 || die "another $ME is running (lock $RUN_DIR/.lock)"
-}
+lock() { take_lock "$RUN_DIR/.lock" 300 "another $ME is running (lock $RUN_DIR/.lock)"; }
 
 # ---------------------------------------------------------------- install
-POLICY=/usr/sbin/policy-rc.d
-POLICY_BAK=$POLICY.pfcon-swift-bak
-POLICY_STATE=none   # none | created | replaced
-restore_policy() {
-    case $POLICY_STATE in
-        created) rm -f "$POLICY"; log "removed temporary $POLICY" ;;
-        replaced) mv -f "$POLICY_BAK" "$POLICY"; log "restored original $POLICY" ;;
-    esac
-    POLICY_STATE=none
-}
-
 install_pkgs() {
-    local missing=() p rc
-    for p in "${PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if ((${#missing[@]} == 0)); then
-        log "packages present ($(dpkg-query -W -f='${Version}' swift-proxy))"
-        return 0
-    fi
-    log "installing: ${missing[*]}"
     # Debian's postinst scripts run `invoke-rc.d <svc> start`: with their default configs
-    # the Swift servers, memcached and rsyslog would start (Swift on 0.0.0.0).
-    # A policy-rc.d that exits 101 forbids that.
-    rc=0; [[ -x $POLICY ]] && { "$POLICY" swift-proxy start >/dev/null 2>&1 || rc=$?; }
-    if [[ ! -e $POLICY ]]; then
-        POLICY_STATE=created
-    elif [[ $rc != 101 ]]; then
-        mv -f "$POLICY" "$POLICY_BAK"; POLICY_STATE=replaced
+    # the Swift servers, memcached and rsyslog would start (Swift on 0.0.0.0);
+    # ensure_packages forbids that with a policy-rc.d.
+    ensure_packages --log "$LOG_DIR/apt.log" "${PKGS[@]}"
+    if ((${#MISSING_PKGS[@]} == 0)); then
+        log "packages present ($(dpkg-query -W -f='${Version}' swift-proxy))"
+    else
+        log "installed swift $(dpkg-query -W -f='${Version}' swift-proxy) (at $(since))"
     fi
-    if [[ $POLICY_STATE != none ]]; then
-        trap restore_policy EXIT
-        trap 'exit 130' INT TERM HUP   # make sure the EXIT trap runs on Ctrl-C / kill
-        printf '#!/bin/sh\n# temporary, from %s: no service starts during apt-get install\nexit 101\n' \
-            "$ME" >"$POLICY"
-        chmod 0755 "$POLICY"
-    fi
-    # DPkg::Lock::Timeout: wait for another apt/dpkg run instead of failing at once.
-    local apt=(apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300
-               -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}")
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${apt[@]}" >"$LOG_DIR/apt.log" 2>&1; then
-        log "apt-get install failed, running apt-get update and retrying"
-        apt-get update -q -o DPkg::Lock::Timeout=300 >>"$LOG_DIR/apt.log" 2>&1 || true
-        "${apt[@]}" >>"$LOG_DIR/apt.log" 2>&1 || { tail -20 "$LOG_DIR/apt.log" >&2; die "apt-get install failed (see $LOG_DIR/apt.log)"; }
-    fi
-    restore_policy
-    trap - EXIT INT TERM HUP
-    log "installed swift $(dpkg-query -W -f='${Version}' swift-proxy) (at $(since))"
 }
 
 # ---------------------------------------------------------------- config
@@ -254,19 +212,29 @@ default = yes
 [swift-constraints]
 EOF
 
-    put_file "$ETC/account-server.conf" 0640 root:swift <<EOF
+    # The account, container and object servers differ only in their port and
+    # in the daemons listed after the common sections (only the updaters run).
+    local server port daemons d
+    for server in account container object; do
+        case $server in
+            account) port=$ACCOUNT_PORT daemons="replicator auditor reaper" ;;
+            container) port=$CONTAINER_PORT daemons="updater replicator auditor sync sharder" ;;
+            object) port=$OBJECT_PORT daemons="updater replicator reconstructor auditor" ;;
+        esac
+        {
+            cat <<EOF
 # written by $ME
 [DEFAULT]
-bind_port = $ACCOUNT_PORT
+bind_port = $port
 workers = 1
-log_name = account-server
+log_name = $server-server
 $common
 
 [pipeline:main]
-pipeline = healthcheck recon account-server
+pipeline = healthcheck recon $server-server
 
-[app:account-server]
-use = egg:swift#account
+[app:$server-server]
+use = egg:swift#$server
 log_requests = $LOG_REQUESTS
 
 [filter:healthcheck]
@@ -275,73 +243,15 @@ use = egg:swift#healthcheck
 [filter:recon]
 use = egg:swift#recon
 
-[account-replicator]
-[account-auditor]
-[account-reaper]
 EOF
-
-    put_file "$ETC/container-server.conf" 0640 root:swift <<EOF
-# written by $ME
-[DEFAULT]
-bind_port = $CONTAINER_PORT
-workers = 1
-log_name = container-server
-$common
-
-[pipeline:main]
-pipeline = healthcheck recon container-server
-
-[app:container-server]
-use = egg:swift#container
-log_requests = $LOG_REQUESTS
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:recon]
-use = egg:swift#recon
-
-[container-updater]
-log_name = container-updater
-interval = 30
-concurrency = 1
-
-[container-replicator]
-[container-auditor]
-[container-sync]
-[container-sharder]
-EOF
-
-    put_file "$ETC/object-server.conf" 0640 root:swift <<EOF
-# written by $ME
-[DEFAULT]
-bind_port = $OBJECT_PORT
-workers = 1
-log_name = object-server
-$common
-
-[pipeline:main]
-pipeline = healthcheck recon object-server
-
-[app:object-server]
-use = egg:swift#object
-log_requests = $LOG_REQUESTS
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:recon]
-use = egg:swift#recon
-
-[object-updater]
-log_name = object-updater
-interval = 30
-concurrency = 1
-
-[object-replicator]
-[object-reconstructor]
-[object-auditor]
-EOF
+            for d in $daemons; do
+                echo "[$server-$d]"
+                if [[ $d == updater ]]; then
+                    printf 'log_name = %s-updater\ninterval = 30\nconcurrency = 1\n\n' "$server"
+                fi
+            done
+        } | put_file "$ETC/$server-server.conf" 0640 root:swift
+    done
 
     local s3=""; [[ $S3API == 1 ]] && s3="s3api "
     local access
@@ -488,9 +398,10 @@ launch() {
     rm -f "$RUN_DIR/$name.pid"
     # setsid: own session/process group (Swift's parent kills its group on TERM);
     # the wrapper writes its PID, then exec's the program so the PID stays the same.
+    # spawn_detached also closes our lock fd, which the servers must not hold.
     # shellcheck disable=SC2086,SC2016
-    setsid "${CLEAN_ENV[@]}" /bin/bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" $cmd \
-        </dev/null >>"$LOG_DIR/$name.out" 2>&1 9>&- &
+    spawn_detached / "$LOG_DIR/$name.out" \
+        "${CLEAN_ENV[@]}" /bin/bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" $cmd
     local i
     for ((i = 0; i < 50; i++)); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.05; done
     our_pid "$name" >/dev/null || { tail -5 "$LOG_DIR/$name.out" >&2 || true; die "$name did not start (see $LOG_DIR/$name.out)"; }
@@ -645,7 +556,7 @@ cmd_reset() {
     log "wiping $DEVICES, $RECON and the rings"
     rm -rf -- "$DEVICES" "$RECON"
     rm -f "$ETC"/{account,container,object}.{builder,ring.gz} "$ETC/.pfcon-swift-rings"
-    flock -u 9
+    release_lock
     cmd_start
 }
 

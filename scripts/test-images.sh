@@ -19,7 +19,6 @@ set -euo pipefail
 ME=test-images.sh
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-BUSYBOX_IMAGE=local/pfcon-busybox:1
 PLUGIN_IMAGE=local/pl-simpledsapp:1.0.3
 PLUGIN_PIP_REQS=(simpledsapp==1.0.3 chrisapp==1.0.9)  # newer chrisapp breaks simpledsapp 1.0.3
 PLUGIN_EXEC_NAMES=(simpledsapp.py simpledsapp)      # what pip may have installed in /usr/local/bin
@@ -27,65 +26,34 @@ SUITE=bookworm
 DEBOOTSTRAP_INCLUDE=python3,python3-pip,python3-venv
 CACHE_DIR=/var/cache/pfcon-ci
 ROOTFS_CACHE=$CACHE_DIR/rootfs-$SUITE-minbase-${DEBOOTSTRAP_INCLUDE//,/-}.tar
-IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-log() { echo "[$ME] $*"; }
-die() { echo "[$ME] ERROR: $*" >&2; exit 1; }
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+. "$SCRIPT_DIR/lib/common.sh"
 
 # Timings: `step_begin NAME` ... `step_end`; a summary is printed at the end.
 TIMINGS=()
 STEP_NAME="" STEP_T0=0
-now() { date +%s.%N; }
 step_begin() { STEP_NAME=$1; STEP_T0=$(now); log "== $1"; }
 step_end() {
     local dt
-    dt=$(awk -v a="$STEP_T0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    dt=$(elapsed "$STEP_T0")
     TIMINGS+=("$(printf '%-48s %7ss' "$STEP_NAME" "$dt")")
     log "   done in ${dt}s"
 }
 
 # Scratch space, removed on exit (it is created here, not in a $(...) subshell,
-# so the trap sees it).
+# so the exit hook sees it).
 WORK_DIR=$(mktemp -d /var/tmp/pfcon-ci-test-images.XXXXXX)
-trap 'rm -rf "$WORK_DIR"' EXIT
+at_exit rm -rf "$WORK_DIR"
 make_tmp_dir() { mktemp -d "$WORK_DIR/$1.XXXXXX"; }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-apt_install_if_missing() {  # packages without daemons
-    local missing=() p
-    for p in "$@"; do
-        [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
-    done
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-    local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-    apt-get install "${opts[@]}" "${missing[@]}" || {
-        apt-get update -q -o DPkg::Lock::Timeout=300
-        apt-get install "${opts[@]}" "${missing[@]}"
-    }
-}
-
 # ----------------------------------------------------------------- busybox --
 
 build_busybox_image() {
-    apt_install_if_missing busybox-static
-    local busybox root applet n=0
-    busybox=$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')
-    root=$(make_tmp_dir busybox)
-    mkdir -p "$root/bin" "$root/tmp" "$root/share"
-    chmod 1777 "$root/tmp"
-    cp "$busybox" "$root/bin/busybox"
-    for applet in $("$busybox" --list); do
-        [[ "$applet" == busybox ]] && continue
-        ln -s busybox "$root/bin/$applet"
-        n=$((n + 1))
-    done
-    log "rootfs: busybox-static $(dpkg-query -W -f='${Version}' busybox-static), $n applet symlinks"
-    tar --numeric-owner -C "$root" -c . |
-        docker import --change "ENV PATH=$IMAGE_PATH" --change 'WORKDIR /' \
-            --message "pfcon CI: busybox-static" - "$BUSYBOX_IMAGE" >/dev/null
+    import_busybox_image docker "$BUSYBOX_IMAGE"
+    log "rootfs: busybox-static $BUSYBOX_VERSION, $BUSYBOX_APPLETS applet symlinks"
 }
 
 verify_busybox_image() {
@@ -115,7 +83,7 @@ apt_mirror() {
 make_rootfs() {
     local root=$1
     if [[ ! -f "$ROOTFS_CACHE" ]]; then
-        apt_install_if_missing debootstrap
+        ensure_packages debootstrap
         local mirror staging
         mirror=$(apt_mirror)
         staging=$(make_tmp_dir debootstrap)
@@ -172,7 +140,7 @@ build_plugin_image() {
     # TLS to the package index may be intercepted by a CA only the host
     # trusts: lend the host's bundle (and DNS config) to pip for the build.
     local ca=/etc/ssl/certs/ca-certificates.crt
-    [[ -f "$ca" ]] || apt_install_if_missing ca-certificates
+    [[ -f "$ca" ]] || ensure_packages ca-certificates
     cp "$ca" "$root/tmp/host-ca.crt"
     cp -a "$root/etc/resolv.conf" "$root/tmp/resolv.conf.orig" 2>/dev/null || true
     cp -L /etc/resolv.conf "$root/etc/resolv.conf"
@@ -248,9 +216,7 @@ bash "$SCRIPT_DIR/docker-engine.sh" start
 step_end
 
 # Concurrent runs build one at a time; the later ones then find the images.
-mkdir -p /run/pfcon-ci
-exec 8>/run/pfcon-ci/test-images.lock
-flock -w 900 8 || die "could not lock /run/pfcon-ci/test-images.lock within 900s"
+take_lock /run/pfcon-ci/test-images.lock 900
 
 if image_exists "$BUSYBOX_IMAGE"; then
     log "$BUSYBOX_IMAGE already present"
@@ -276,6 +242,6 @@ fi
 
 log "timings:"
 for t in "${TIMINGS[@]}"; do log "  $t"; done
-log "total $(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')s"
+log "total $(elapsed "$T_START")s"
 log "images ready: $BUSYBOX_IMAGE$( ((BUSYBOX_ONLY)) || echo " $PLUGIN_IMAGE")"
 ((BUSYBOX_ONLY)) || log "plugin command: $(plugin_exec_path) (e.g. docker run --rm --network none -v IN:/share/incoming:ro -v OUT:/share/outgoing $PLUGIN_IMAGE $(plugin_exec_path) --prefix lo /share/incoming /share/outgoing)"
