@@ -99,6 +99,7 @@ make_rootfs() {
         : >"$staging/etc/resolv.conf"
         echo localhost >"$staging/etc/hostname"
         mkdir -p "$CACHE_DIR"
+        chmod 0755 "$staging"  # mktemp -d made it 0700: the image root must be traversable
         tar --numeric-owner -C "$staging" -cf "$ROOTFS_CACHE.partial.$$" .
         mv "$ROOTFS_CACHE.partial.$$" "$ROOTFS_CACHE"
         log "cached root filesystem: $ROOTFS_CACHE ($(du -h "$ROOTFS_CACHE" | cut -f1))"
