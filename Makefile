@@ -26,6 +26,8 @@ integration: install engine images swift
 
 lint: install
 	.venv/bin/lint-imports
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
 
 engine:
 	@bash scripts/docker-engine.sh start

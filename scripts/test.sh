@@ -13,8 +13,10 @@ eval "$(bash scripts/swift-aio.sh env)"
 bash scripts/podman-engine.sh start
 eval "$(bash scripts/podman-engine.sh env)"
 
-say "architecture contracts (import-linter)"
+say "static checks: import-linter (architecture), ruff, mypy (strict on the domain)"
 .venv/bin/lint-imports
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
 
 say "test suite"
 export PFCON_REQUIRE_BACKENDS=1

@@ -117,3 +117,18 @@ def app_factory(storebase: str, tmp_path: Any) -> Iterator[Callable[..., Api]]:
 @pytest.fixture
 def api(app_factory: Callable[..., Api]) -> Api:
     return app_factory()
+
+
+@pytest.fixture
+def reset_structlog() -> Any:
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    yield
+    structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        if handler not in handlers:  # configure_logging's handler wrote to the test's stderr
+            root.removeHandler(handler)

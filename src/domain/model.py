@@ -23,13 +23,13 @@ MAX_WORKERS = 10_000
 MIN_MEMORY_MIB = 6  # Docker refuses a hard memory limit under 6 MiB
 
 
-class PluginType(str, enum.Enum):
+class PluginType(enum.StrEnum):
     DS = "ds"
     FS = "fs"
     TS = "ts"
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Scheduler-independent job status, with pfcon 5.3's wire strings."""
 
     NOT_STARTED = "notstarted"

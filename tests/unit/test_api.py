@@ -603,21 +603,6 @@ def test_health_and_status_answer_while_a_submit_blocks(app_factory: Any) -> Non
 # -- logging ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def reset_structlog() -> Any:
-    import structlog
-
-    import logging
-
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    yield
-    structlog.reset_defaults()
-    for handler in root.handlers[:]:
-        if handler not in handlers:  # configure_logging's handler wrote to the test's stderr
-            root.removeHandler(handler)
-
-
 def test_logs_are_json_with_request_and_job_ids_and_no_secrets(app_factory: Any, capsys: Any, reset_structlog: Any) -> None:
     from pfcon.entrypoints.logs import configure_logging
 

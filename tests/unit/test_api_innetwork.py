@@ -10,7 +10,6 @@ import pytest
 from pfcon.adapters.storage.fake import FakeStorage
 
 from ..conftest import Api, job_form, tree
-from .test_api import reset_structlog  # noqa: F401  (fixture)
 from ..contracts.storage import read_dir, write_files
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import time
@@ -237,10 +238,8 @@ class DockerCompute:
         return bool((attrs.get("HostConfig") or {}).get("DeviceRequests"))
 
     def _discard(self, name: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             self.api.remove_container(name, force=True)
-        except docker.errors.DockerException:
-            pass
 
     # -- observe ----------------------------------------------------------
     def _inspect(self, name: str) -> dict[str, Any]:

@@ -102,11 +102,13 @@ class _Expander:
         self.nlinks += 1
 
     def walk(self, directory: str) -> None:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        for entry in entries:
-            if entry.name.endswith(LINK_SUFFIX) and entry.is_file(follow_symlinks=False):
-                if os.path.exists(entry.path):  # not removed by an earlier expansion
-                    self.expand_link(entry.path)
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if (
+                entry.name.endswith(LINK_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+                and os.path.exists(entry.path)  # not removed by an earlier expansion
+            ):
+                self.expand_link(entry.path)
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             if entry.is_dir(follow_symlinks=False) and not self.under_expanded_source(
                 os.path.realpath(entry.path)

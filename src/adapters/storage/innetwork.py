@@ -9,6 +9,7 @@ the root nor reach into a job's private ``key-<jid>/`` area.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -88,10 +89,8 @@ def remove_link_files(path: str) -> None:
             if name.endswith(LINK_SUFFIX):
                 target = os.path.join(dirpath, name)
                 log.warning("removed_plugin_link_file", path=os.path.relpath(target, path))
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(target)
-                except FileNotFoundError:
-                    pass
 
 
 class LinkSource(Protocol):

@@ -119,7 +119,7 @@ def iter_zip(root: str, compression: int = zipfile.ZIP_STORED) -> Iterator[bytes
     chunk by chunk and the archive uses data descriptors (no seeking back).
     """
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=compression, allowZip64=True) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=compression, allowZip64=True) as archive:  # type: ignore[call-overload]
         for entry in iter_output_files(root):
             info = zipfile.ZipInfo.from_file(entry.path, arcname=entry.rel)
             info.compress_type = compression

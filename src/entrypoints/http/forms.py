@@ -7,14 +7,16 @@ missing or malformed fields are reported together in one 400.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
-from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
+from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from ...domain.errors import InputTooLarge, InvalidFields, InvalidJobSpec
 from ...domain.model import JobSpec, PluginType, Resources
@@ -44,10 +46,8 @@ class FormData:
 
     def discard_upload(self) -> None:
         if self.upload_path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.upload_path)
-            except FileNotFoundError:
-                pass
             self.upload_path = None
 
 
@@ -84,7 +84,7 @@ def job_spec_from_form(form: FormData) -> JobSpec:
         jid=(form.first("jid") or "").lstrip("/"),
         image=form.first("image") or "",
         entrypoint=lst("entrypoint"),
-        type=PluginType(plugin_type),
+        type=PluginType(plugin_type or ""),
         resources=Resources(
             number_of_workers=int(form.first("number_of_workers") or 0),
             cpu_limit=int(form.first("cpu_limit") or 0),
@@ -189,12 +189,10 @@ async def parse_multipart(
     return form
 
 
-def _close(upload) -> None:  # type: ignore[no-untyped-def]
+def _close(upload: BinaryIO | None) -> None:
     if upload is not None:
-        try:
+        with contextlib.suppress(OSError):
             upload.close()
-        except OSError:
-            pass
 
 
 async def _with_eof(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
