@@ -34,7 +34,7 @@ def _docker_client(settings: Settings) -> Any:
 def _docker_compute(settings: Settings, client: Any) -> Any:
     from .adapters.compute.docker import DockerCompute, DockerOptions, discover_storebase
 
-    storebase = settings.storebase
+    storebase = settings.storebase_host
     if settings.compute_volume_type == "docker_local_volume":
         try:
             storebase = discover_storebase(
@@ -46,7 +46,7 @@ def _docker_compute(settings: Settings, client: Any) -> Any:
     return DockerCompute(
         client,
         DockerOptions(
-            storebase=storebase or settings.storebase_mount,
+            storebase=storebase,
             labels=settings.job_labels,
             ignore_limits=settings.ignore_limits,
             container_user=settings.container_user,

@@ -22,7 +22,7 @@ from ...domain.errors import InvalidInputData, InvalidJobSpec, OutputNotFound
 from ...domain.model import OutputListing
 from ...domain.ports import StagingRequest
 from .chrislink import check_link_target
-from .local import LINK_SUFFIX, iter_output_files, normalize_storage_path, resolve_inside
+from .local import LINK_SUFFIX, list_outputs, normalize_storage_path, resolve_inside
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ def list_shared_outputs(root: str, job_output_path: str | None) -> OutputListing
     if not os.path.isdir(path):
         raise OutputNotFound(f"job_output_path: directory not found: {rel!r}")
     remove_link_files(path)
-    return OutputListing(rel, tuple(f.rel for f in iter_output_files(path)))
+    return list_outputs(path, rel)
 
 
 def remove_link_files(path: str) -> None:

@@ -17,7 +17,6 @@ from ...domain.errors import (
     InvalidInputData,
     JobAlreadyExists,
     JobNotFound,
-    OutputNotFound,
 )
 from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
 
@@ -207,9 +206,3 @@ class StoreBase:
             ),
             timestamp=timestamp(),
         )
-
-    def require_output_dir(self, rel: str) -> str:
-        path = resolve_inside(self.root, rel, "job_output_path")
-        if not os.path.isdir(path):
-            raise OutputNotFound(f"job_output_path: directory not found: {rel!r}")
-        return path

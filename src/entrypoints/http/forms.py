@@ -29,7 +29,6 @@ WRITE_BATCH = 4 * 1024 * 1024
 
 REQUIRED_STR = ("jid", "auid", "image", "type")
 REQUIRED_INT = ("number_of_workers", "cpu_limit", "memory_limit", "gpu_limit")
-LIST_FIELDS = ("args", "args_path_flags", "entrypoint", "env", "input_dirs")
 
 
 @dataclass
