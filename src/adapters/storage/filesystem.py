@@ -82,12 +82,8 @@ class _SharedStorage(abc.ABC):
 
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
         fields = self._checked(request)
-        self.storebase.claim(jid)
-        try:
+        with self.storebase.claimed(jid, with_dirs=False):
             path, nfiles, input_mount = self._fill(jid, fields)
-        except BaseException:
-            self.storebase.delete(jid)
-            raise
         return StagedData(
             nfiles=nfiles,
             path=path,

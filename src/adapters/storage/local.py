@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -174,6 +175,20 @@ class StoreBase:
         except FileExistsError:
             raise JobAlreadyExists(jid) from None
         return path
+
+    @contextlib.contextmanager
+    def claimed(self, jid: str, with_dirs: bool = True) -> Iterator[str]:
+        """Claim ``key-<jid>/`` (optionally with ``incoming/`` and ``outgoing/``) for
+        staging; on any error inside the block everything is removed again."""
+        path = self.claim(jid)
+        try:
+            if with_dirs:
+                os.mkdir(self.incoming(jid))
+                os.mkdir(self.outgoing(jid))
+            yield path
+        except BaseException:
+            self.delete(jid)
+            raise
 
     def exists(self, jid: str) -> bool:
         return os.path.isdir(self.key_dir(jid))

@@ -147,11 +147,8 @@ class SwiftStorage:
 
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
         fields = self._check_inputs(request)
-        self.storebase.claim(jid)
-        try:
+        with self.storebase.claimed(jid):
             incoming = self.storebase.incoming(jid)
-            os.mkdir(incoming)
-            os.mkdir(self.storebase.outgoing(jid))
             items = collect_inputs(self, fields.input_dirs, fields.output_dir)
             plan = []
             for name, rel in items:
@@ -161,9 +158,6 @@ class SwiftStorage:
                 plan.append((name, os.path.join(incoming, safe)))
             run_parallel(plan, self._download, self.workers, batch=4)
             nfiles = len(items) - expand_links(incoming)
-        except BaseException:
-            self.storebase.delete(jid)
-            raise
         return self.storebase.staged(jid, nfiles)
 
     def exists(self, jid: str) -> bool:

@@ -119,16 +119,10 @@ class ZipFileStorage:
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
         if request.upload_path is None:
             raise InvalidJobSpec("field is required", field="data_file")
-        self.storebase.claim(jid)
-        try:
+        with self.storebase.claimed(jid):
             incoming = self.storebase.incoming(jid)
-            os.mkdir(incoming)
-            os.mkdir(self.storebase.outgoing(jid))
             nfiles = extract_zip(request.upload_path, incoming, self.limits)
             nfiles -= expand_links(incoming)
-        except BaseException:
-            self.storebase.delete(jid)
-            raise
         return self.storebase.staged(jid, nfiles)
 
     def exists(self, jid: str) -> bool:
