@@ -563,6 +563,10 @@ def test_remove_jobs_no_keeps_the_container(app_factory: Any) -> None:
     assert api.delete("/jobs/chris-jid-1/").status_code == 204
     assert list(api.compute.jobs) == ["chris-jid-1"]
     assert tree(api.storebase) == []
+    # the kept container still owns the id: a new submission is refused and rolled back
+    r = api.submit()
+    assert r.status_code == 409
+    assert tree(api.storebase) == []
 
 
 # -- non-blocking ------------------------------------------------------------------
