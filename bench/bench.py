@@ -778,18 +778,23 @@ class Bench:
         request = StagingRequest(input_dirs=(inp,), output_dir=out)
         for workers in (1, 8):
             storage = FsLinkStorage(StoreBase(root), workers=workers)
-            jid = self.jid(f"fslink{workers}")
-            with RssSampler(os.getpid()) as rss:
-                t0 = time.perf_counter()
-                data = storage.stage(jid, request)
-                elapsed = time.perf_counter() - t0
-            assert data.nfiles == count, data.nfiles
-            growth = rss.report()["growth_mib"]
-            self.results.add("staging", f"fslink stage {count} files, {workers} worker(s)", elapsed, "s",
-                             note=f"{count / elapsed:.0f} files/s, RSS +{growth:.1f} MiB")
-            self.results.add("staging", f"fslink stage rate, {workers} worker(s)", count / elapsed, "files/s")
-            storage.delete(jid)
+            self._measure_stage(storage, request, count, f"fslink stage {count} files, {workers} worker(s)",
+                                f"fslink stage rate, {workers} worker(s)", "files/s")
         self._staging_swift(root, inp, count, payload)
+
+    def _measure_stage(self, storage: Any, request: Any, count: int, name: str, rate_name: str, unit: str) -> None:
+        """Time one storage.stage() of ``count`` files, with the bench process's RSS growth."""
+        jid = self.jid("stage")
+        with RssSampler(os.getpid()) as rss:
+            t0 = time.perf_counter()
+            data = storage.stage(jid, request)
+            elapsed = time.perf_counter() - t0
+        assert data.nfiles == count, data.nfiles
+        growth = rss.report()["growth_mib"]
+        self.results.add("staging", name, elapsed, "s",
+                         note=f"{count / elapsed:.0f} {unit}, RSS +{growth:.1f} MiB")
+        self.results.add("staging", rate_name, count / elapsed, unit)
+        storage.delete(jid)
 
     def _staging_swift(self, root: str, inp: str, count: int, payload: bytes) -> None:
         from pfcon.adapters.storage.local import StoreBase
@@ -822,18 +827,9 @@ class Bench:
             for workers in (8, 16):
                 storage = SwiftStorage(StoreBase(os.path.join(self.tmp, "sb-swift")), settings, workers=workers)
                 os.makedirs(storage.storebase.root, exist_ok=True)
-                jid = self.jid(f"swift{workers}")
                 request = StagingRequest(input_dirs=(prefix,), output_dir=f"{self.prefix}swift/out")
-                with RssSampler(os.getpid()) as rss:
-                    t0 = time.perf_counter()
-                    data = storage.stage(jid, request)
-                    elapsed = time.perf_counter() - t0
-                assert data.nfiles == count, data.nfiles
-                growth = rss.report()["growth_mib"]
-                self.results.add("staging", f"swift stage {count} objects, {workers} workers", elapsed, "s",
-                                 note=f"{count / elapsed:.0f} objects/s, RSS +{growth:.1f} MiB")
-                self.results.add("staging", f"swift stage rate, {workers} workers", count / elapsed, "objects/s")
-                storage.delete(jid)
+                self._measure_stage(storage, request, count, f"swift stage {count} objects, {workers} workers",
+                                    f"swift stage rate, {workers} workers", "objects/s")
         finally:
             run_parallel([(name, "") for _, name in names],
                          lambda name, _: seeder._conn().delete_object(settings.container, name), 16, batch=16)
