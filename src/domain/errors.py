@@ -60,7 +60,19 @@ class ResourceUnavailable(DomainError):
 
 
 class BackendUnavailable(DomainError):
-    """A compute or storage backend could not be reached or failed transiently."""
+    """A compute or storage backend could not be reached or failed transiently.
+
+    The message names the backend ("Docker engine ...", "Swift ...") so that an
+    operator knows where to look.
+    """
+
+
+class StorageFull(DomainError):
+    """storeBase or the upload spool has no room left for the job's data."""
+
+
+class ServerBusy(DomainError):
+    """The server refuses more work of this kind for now (e.g. uploads in flight)."""
 
 
 class AuthError(DomainError):

@@ -157,3 +157,13 @@ class ServerInfo:
     container_env: str
     compute_volume_type: str | None
     extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendHealth:
+    """Whether one backend (compute, storage) answers, for the readiness check."""
+
+    kind: str  # "compute" or "storage"
+    name: str  # e.g. "docker", "swift"
+    ok: bool
+    message: str = ""

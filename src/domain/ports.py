@@ -57,6 +57,10 @@ class ComputePort(Protocol):
         """Stop and remove the job. Raises JobNotFound."""
         ...
 
+    def ping(self) -> None:
+        """Cheaply check that the scheduler answers. Raises BackendUnavailable."""
+        ...
+
 
 @runtime_checkable
 class StoragePort(Protocol):
@@ -81,6 +85,11 @@ class StoragePort(Protocol):
     def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
         """The job's outputs as a listing or a zip. Raises JobNotFound,
         OutputNotFound or InvalidJobSpec."""
+        ...
+
+    def ping(self) -> None:
+        """Cheaply check that the store answers and has room. Raises
+        BackendUnavailable (or StorageFull)."""
         ...
 
 

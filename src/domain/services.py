@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .command import build_command
 from .errors import (
+    DomainError,
     ExpiredToken,
     InvalidFields,
     InvalidToken,
@@ -15,6 +16,7 @@ from .errors import (
     MissingToken,
 )
 from .model import (
+    BackendHealth,
     MAX_CPU_MILLICORES,
     MAX_GPUS,
     MAX_MEMORY_MIB,
@@ -87,6 +89,20 @@ class JobService:
 
     def server_info(self) -> ServerInfo:
         return self._server_info
+
+    def readiness(self) -> tuple[BackendHealth, ...]:
+        """Whether each backend answers now (pfcon's ``health/`` says nothing of this)."""
+        info = self._server_info
+        checks = (("compute", info.container_env, self.compute), ("storage", info.storage_env, self.storage))
+        return tuple(self._probe(kind, name, port) for kind, name, port in checks)
+
+    @staticmethod
+    def _probe(kind: str, name: str, port: ComputePort | StoragePort) -> BackendHealth:
+        try:
+            port.ping()
+        except DomainError as e:
+            return BackendHealth(kind, name, ok=False, message=e.message)
+        return BackendHealth(kind, name, ok=True)
 
     def submit(self, spec: JobSpec, request: StagingRequest) -> SubmittedJob:
         problems = spec_problems(spec)

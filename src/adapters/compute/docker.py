@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
+import requests.exceptions
 
 from ...config import ContainerUser
 from ...domain.errors import (
@@ -26,6 +27,9 @@ from ...domain.errors import (
 from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+# What a call may raise when the engine is down or fails: the SDK's own errors, and
+# the HTTP client's (a refused or dropped connection is not a DockerException).
+ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 
 
@@ -76,6 +80,17 @@ class DockerOptions:
     shm_size_mib: int | None = None
     pull_images: bool = False
     network: str | None = None
+    engine_name: str = "Docker engine"  # how errors name the backend ("Podman service", ...)
+
+
+def _short(error: Exception) -> str:
+    """One line about an engine failure, without the SDK's nested reprs."""
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return "cannot connect to the engine"
+    if isinstance(error, requests.exceptions.Timeout):
+        return "the engine did not answer in time"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:300]
 
 
 def _is_name_conflict(error: docker.errors.APIError) -> bool:
@@ -140,19 +155,35 @@ class DockerCompute:
             return None, [gid] if gid is not None else None
         return (f"{uid}:{gid}" if gid is not None else str(uid)), None
 
+    def ping(self) -> None:
+        try:
+            self.api.ping()
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from None
+
     def _ensure_image(self, image: str) -> None:
         try:
             self.api.inspect_image(image)
+            return
         except docker.errors.ImageNotFound:
-            if not self.options.pull_images:
-                raise ImageNotAvailable(
-                    f"image: {image!r} is not present on the compute host "
-                    "(this server does not pull images unless PULL_IMAGES=yes)"
-                ) from None
-            try:
-                self.client.images.pull(image)
-            except docker.errors.APIError as e:
-                raise ImageNotAvailable(f"image: {image!r} could not be pulled: {e.explanation}") from None
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code == 400:
+                raise InvalidJobSpec(f"image: {e.explanation}") from None
+            raise BackendUnavailable(f"{self.options.engine_name} error: {e.explanation}") from None
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from None
+        if not self.options.pull_images:
+            raise ImageNotAvailable(
+                f"image: {image!r} is not present on the compute host "
+                "(this server does not pull images unless PULL_IMAGES=yes)"
+            )
+        try:
+            self.client.images.pull(image)
+        except docker.errors.APIError as e:
+            raise ImageNotAvailable(f"image: {image!r} could not be pulled: {e.explanation}") from None
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from None
 
     @staticmethod
     def _check_workers(resources: Resources) -> None:
@@ -196,9 +227,9 @@ class DockerCompute:
                 raise JobAlreadyExists(job.name) from None
             if e.status_code == 400:
                 raise InvalidJobSpec(f"rejected by the container engine: {e.explanation}") from None
-            raise BackendUnavailable(f"container engine error: {e.explanation}") from e
-        except docker.errors.DockerException as e:
-            raise BackendUnavailable(f"container engine error: {e}") from e
+            raise BackendUnavailable(f"{self.options.engine_name} error: {e.explanation}") from e
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
         if job.resources.gpu_limit > 0 and not self._kept_device_requests(job.name):
             # Podman's Docker-compatible API accepts DeviceRequests and drops them
             # (containers/podman#22645): the job would run without its GPU.
@@ -217,7 +248,7 @@ class DockerCompute:
                 ) from None
             if e.status_code == 400:
                 raise InvalidJobSpec(f"rejected by the container engine: {e.explanation}") from None
-            raise BackendUnavailable(f"container engine error: {e.explanation}") from e
+            raise BackendUnavailable(f"{self.options.engine_name} error: {e.explanation}") from e
         except BaseException:
             self._discard(job.name)
             raise
@@ -238,7 +269,7 @@ class DockerCompute:
         return bool((attrs.get("HostConfig") or {}).get("DeviceRequests"))
 
     def _discard(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(*ENGINE_ERRORS):
             self.api.remove_container(name, force=True)
 
     # -- observe ----------------------------------------------------------
@@ -254,9 +285,9 @@ class DockerCompute:
                 if attempts and _is_exit_race(e):
                     time.sleep(0.05)
                     continue
-                raise BackendUnavailable(f"container engine error: {e}") from e
-            except docker.errors.DockerException as e:
-                raise BackendUnavailable(f"container engine error: {e}") from e
+                raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+            except ENGINE_ERRORS as e:
+                raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
 
     def info(self, name: str) -> JobInfo:
         return job_info_from_inspect(name, self._inspect(name))
@@ -267,8 +298,8 @@ class DockerCompute:
             raw = self.api.logs(name, stdout=True, stderr=True, tail=log_tail)
         except docker.errors.NotFound as e:
             raise JobNotFound(name, str(e)) from None
-        except docker.errors.DockerException as e:
-            raise BackendUnavailable(f"container engine error: {e}") from e
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
         return JobState(info, decode_logs(raw))
 
     def remove(self, name: str) -> None:
@@ -276,8 +307,8 @@ class DockerCompute:
             self.api.remove_container(name, force=True)
         except docker.errors.NotFound as e:
             raise JobNotFound(name, str(e)) from None
-        except docker.errors.DockerException as e:
-            raise BackendUnavailable(f"container engine error: {e}") from e
+        except ENGINE_ERRORS as e:
+            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
 
 
 def discover_storebase(

@@ -6,7 +6,7 @@ import shlex
 import threading
 from dataclasses import dataclass, field
 
-from ...domain.errors import ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
+from ...domain.errors import BackendUnavailable, ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
 from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
 
 
@@ -27,11 +27,13 @@ class FakeCompute:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     fail_next_schedule: Exception | None = None
+    down: str | None = None  # set: every call raises BackendUnavailable(down)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
     def check(self, image: str, resources: Resources) -> None:
+        self._alive()
         if resources.number_of_workers != 1:
             raise InvalidJobSpec(
                 "Compute environment only supports number_of_workers=1, "
@@ -41,6 +43,7 @@ class FakeCompute:
             raise ImageNotAvailable(f"image: {image!r} is not present on the compute host")
 
     def schedule(self, job: ContainerJob) -> JobInfo:
+        self._alive()
         self.check(job.image, job.resources)
         with self._lock:
             if self.fail_next_schedule is not None:
@@ -52,6 +55,7 @@ class FakeCompute:
         return self.info(job.name)
 
     def _get(self, name: str) -> FakeJob:
+        self._alive()
         try:
             return self.jobs[name]
         except KeyError:
@@ -78,6 +82,13 @@ class FakeCompute:
             self._get(name)
             del self.jobs[name]
             self.removed.append(name)
+
+    def ping(self) -> None:
+        self._alive()
+
+    def _alive(self) -> None:
+        if self.down:
+            raise BackendUnavailable(self.down)
 
     # Test controls -----------------------------------------------------
     def start(self, name: str) -> None:

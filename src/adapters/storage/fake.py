@@ -68,6 +68,9 @@ class FakeStorage:
     def exists(self, jid: str) -> bool:
         return jid in self.incoming
 
+    def ping(self) -> None:
+        pass
+
     def delete(self, jid: str) -> None:
         with self._lock:
             self.incoming.pop(jid, None)

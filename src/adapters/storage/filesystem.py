@@ -71,6 +71,9 @@ class _SharedStorage(abc.ABC):
     def validate(self, jid: str, request: StagingRequest) -> None:
         self._checked(request)
 
+    def ping(self) -> None:
+        self.storebase.ping()
+
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)
 

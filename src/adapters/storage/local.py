@@ -193,6 +193,13 @@ class StoreBase:
     def exists(self, jid: str) -> bool:
         return os.path.isdir(self.key_dir(jid))
 
+    def ping(self) -> None:
+        """storeBase is a directory this server can write to."""
+        if not os.path.isdir(self.root):
+            raise BackendUnavailable(f"storeBase {self.root} is not a directory")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise BackendUnavailable(f"storeBase {self.root} is not writable by this server")
+
     def delete(self, jid: str) -> None:
         path = self.key_dir(jid)
         if os.path.lexists(path):

@@ -160,6 +160,18 @@ class SwiftStorage:
             nfiles = len(items) - expand_links(incoming)
         return self.storebase.staged(jid, nfiles)
 
+    def ping(self) -> None:
+        """storeBase is usable and Swift answers now (one try, short timeout)."""
+        self.storebase.ping()
+        s = self.settings
+        conn = Connection(authurl=s.auth_url, user=s.username, key=s.key, retries=0, timeout=min(5.0, s.timeout))
+        try:
+            conn.head_container(s.container)
+        except (ClientException, OSError) as e:
+            raise _unavailable(f"checking container {s.container!r}", e) from e
+        finally:
+            conn.close()
+
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)
 

@@ -128,6 +128,9 @@ class ZipFileStorage:
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)
 
+    def ping(self) -> None:
+        self.storebase.ping()
+
     def delete(self, jid: str) -> None:
         self.storebase.delete(jid)
 
