@@ -11,9 +11,9 @@ import time
 import zipfile
 from typing import Any
 
+import jwt
 import pytest
 
-from pfcon.adapters.auth.jwt import encode_hs256
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.config import DEV_SECRET_KEY
 from pfcon.domain.errors import ResourceUnavailable
@@ -82,7 +82,7 @@ def test_auth_requires_json(api: Api) -> None:
 
 
 def _token(claims: dict[str, Any], key: str = DEV_SECRET_KEY) -> str:
-    return encode_hs256(claims, key.encode())
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 def _unsigned(claims: dict[str, Any]) -> str:
