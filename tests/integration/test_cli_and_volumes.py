@@ -1,9 +1,12 @@
-"""The CLI entrypoint reuses the use cases on real Docker; storeBase discovery (§5.6)."""
+"""The CLI on real Docker: the README's example against a running server, the
+in-process use cases; storeBase discovery (§5.6)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -15,11 +18,59 @@ import pytest
 from pfcon.adapters.compute.docker import discover_storebase
 
 from .conftest import TEST_IMAGE
+from .server import ROOT, start_server
 
 pytestmark = pytest.mark.docker
 
+VENV_PFCON = os.path.join(os.path.dirname(sys.executable), "pfcon")  # the console script beside this Python
+
+
+def readme_cli_example() -> str:
+    """The README's shell block that runs `pfcon submit`."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"^```sh\n(.*?)^```", f.read(), re.S | re.M)
+    (block,) = [b for b in blocks if "pfcon submit" in b]
+    return block
+
+
+def test_the_readme_cli_example_works_as_written(docker_client: Any, tmp_path: Any) -> None:
+    """The example, run line by line in a fresh dir against a server like `make run`'s."""
+    block = readme_cli_example()
+    assert ".venv/bin/pfcon submit" in block
+    match = re.search(r"pfcon submit (\S+)", block)
+    assert match is not None
+    jid = f"readme-{uuid.uuid4().hex[:8]}"  # the engine is shared: not the README's fixed id
+    script = block.replace(".venv/bin/pfcon", shlex.quote(VENV_PFCON)).replace(match.group(1), jid)
+    storebase = tmp_path / "storeBase"
+    storebase.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    server = start_server(str(storebase), str(tmp_path / "server.log"))
+    try:
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "PFCON_URL": server.api})
+        assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}\nserver:\n{server.logs()}"
+        assert '"status": "finishedSuccessfully"' in r.stdout
+        inputs = {}
+        for dirpath, _, filenames in os.walk(work / "in"):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    inputs[os.path.relpath(path, work / "in")] = f.read()
+        assert inputs, "the example creates its input"
+        with zipfile.ZipFile(work / "out.zip") as z:
+            outputs = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+        assert outputs == inputs
+        assert all(name in r.stdout for name in inputs)  # the listing of out.zip
+        assert not (storebase / f"key-{jid}").exists()  # deleted
+    finally:
+        server.stop()
+        for c in docker_client.containers.list(all=True, filters={"name": jid}):
+            c.remove(force=True)
+
 
 def cli(storebase: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A job command with --in-process: the use cases configured from the environment."""
     env = {
         **os.environ,
         "APPLICATION_MODE": "dev",
@@ -27,10 +78,11 @@ def cli(storebase: str, *args: str) -> subprocess.CompletedProcess[str]:
         "STOREBASE": storebase,
         "STOREBASE_MOUNT": storebase,
     }
-    return subprocess.run([sys.executable, "-m", "pfcon", *args], env=env, capture_output=True, text=True, timeout=120)
+    argv = [args[0], "--in-process", *args[1:]]
+    return subprocess.run([sys.executable, "-m", "pfcon", *argv], env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_submit_status_logs_outputs_delete(docker_client: Any, tmp_path: Any) -> None:
+def test_cli_in_process_submit_status_logs_outputs_delete(docker_client: Any, tmp_path: Any) -> None:
     storebase = str(tmp_path / "sb")
     os.makedirs(storebase)
     (tmp_path / "in").mkdir()
