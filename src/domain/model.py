@@ -167,3 +167,71 @@ class BackendHealth:
     name: str  # e.g. "docker", "swift"
     ok: bool
     message: str = ""
+
+
+# -- image references ---------------------------------------------------------------------
+# The Docker/OCI reference grammar (github.com/distribution/reference, regexp.go):
+#   reference  := name [ ":" tag ] [ "@" digest ]
+#   name       := [ domain "/" ] path-component ( "/" path-component )*
+#   domain     := host [ ":" port ];  host := domain-name | IPv4 | "[" IPv6 "]"
+#   path-component := [a-z0-9]+ ( separator [a-z0-9]+ )*;  separator := [_.] | "__" | "-"+
+#   tag        := [\w][\w.-]{0,127}
+#   digest     := algorithm ":" hex;  algorithm := [A-Za-z][A-Za-z0-9]* ( [+._-] [A-Za-z][A-Za-z0-9]* )*
+IMAGE_NAME_MAX_LENGTH = 255  # Docker's NameTotalLengthMax, for the name part
+IMAGE_REFERENCE_MAX_LENGTH = 512  # a hard cap on the whole reference (name, tag and digest)
+
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST_ALGORITHM = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+_DIGEST = rf"{_DIGEST_ALGORITHM}:[0-9a-fA-F]{{32,}}"
+_REFERENCE_RE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII)
+# The registered algorithms (OCI image-spec, descriptor.md) have a fixed, lower-case encoding.
+_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+
+
+def image_reference_problem(image: str) -> str | None:
+    """Why ``image`` is not a valid Docker/OCI image reference, or None when it is."""
+    if not image:
+        return "must not be empty"
+    if len(image) > IMAGE_REFERENCE_MAX_LENGTH:
+        return f"must be at most {IMAGE_REFERENCE_MAX_LENGTH} characters, got {len(image)}"
+    match = _REFERENCE_RE.fullmatch(image)
+    if match is None:
+        if _REFERENCE_RE.fullmatch(image.lower()) is not None:
+            return "repository names must be lower case"
+        return (
+            "must be [registry[:port]/]name[:tag][@digest], with lower-case name components "
+            "made of letters, digits and the separators '.', '_', '__' or '-'"
+        )
+    if len(match["name"]) > IMAGE_NAME_MAX_LENGTH:
+        return f"the repository name must be at most {IMAGE_NAME_MAX_LENGTH} characters"
+    digest = match["digest"]
+    if digest:
+        algorithm, _, encoded = digest.partition(":")
+        expected = _DIGEST_HEX_LENGTHS.get(algorithm)
+        if expected is not None and (len(encoded) != expected or encoded != encoded.lower()):
+            return f"a {algorithm} digest must be {expected} lower-case hexadecimal digits"
+    return None
+
+
+# -- path lengths ---------------------------------------------------------------------------
+# Linux's NAME_MAX and PATH_MAX, in bytes of the UTF-8 encoding: beyond them the
+# filesystem answers ENAMETOOLONG, so such a name is refused as invalid input instead.
+PATH_COMPONENT_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
+
+
+def path_length_problem(path: str) -> str | None:
+    """Why the '/'-separated ``path`` is too long for a filesystem, or None when it is not."""
+    size = len(path.encode("utf-8", "surrogatepass"))
+    if size > PATH_MAX_BYTES:
+        return f"path is longer than {PATH_MAX_BYTES} bytes ({size} bytes)"
+    for part in path.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > PATH_COMPONENT_MAX_BYTES:
+            shown = part[:40] + "..."
+            return f"path component {shown!r} is longer than {PATH_COMPONENT_MAX_BYTES} bytes"
+    return None

@@ -28,6 +28,7 @@ from .model import (
     OutputListing,
     ServerInfo,
     SubmittedJob,
+    image_reference_problem,
     job_id_problem,
 )
 from .ports import AuthPort, ComputePort, StagingRequest, StoragePort, ZipStream
@@ -61,6 +62,11 @@ def spec_problems(spec: JobSpec) -> dict[str, str]:
         problems["jid"] = why
     if not spec.image.strip():
         problems["image"] = "cannot be empty"
+    else:
+        why = image_reference_problem(spec.image)
+        if why:
+            shown = spec.image if len(spec.image) <= 80 else spec.image[:80] + "..."
+            problems["image"] = f"invalid image reference {shown!r}: {why}"
     if not spec.entrypoint or not spec.entrypoint[0].strip():
         problems["entrypoint"] = "cannot be empty"
     for name, (low, high) in _RESOURCE_BOUNDS.items():

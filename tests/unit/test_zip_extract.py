@@ -187,11 +187,14 @@ def test_zip_bomb_is_refused_before_writing(tmp_path: Path, dest: Path) -> None:
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("zeros.bin", b"\0" * (50 * 1024 * 1024))
     assert zpath.stat().st_size < 200 * 1024
-    limits = ZipLimits(max_uncompressed_bytes=10 * 1024 * 1024)
-    with pytest.raises(InputTooLarge):
+    limits = ZipLimits(max_uncompressed_bytes=10 * 1024 * 1024, max_ratio=0)  # the size limit alone
+    with pytest.raises(InputTooLarge, match="ZIP_MAX_UNCOMPRESSED_BYTES"):
         inspect_zip(str(zpath), limits)
     with pytest.raises(InputTooLarge):
         extract_zip(str(zpath), str(dest), limits)
+    assert tree(dest) == []
+    with pytest.raises(InputTooLarge, match="ZIP_MAX_RATIO"):  # and the default ratio check alone
+        extract_zip(str(zpath), str(dest), LIMITS)
     assert tree(dest) == []
 
 

@@ -19,7 +19,7 @@ from ...domain.errors import (
     JobAlreadyExists,
     JobNotFound,
 )
-from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
+from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData, path_length_problem
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,9 @@ def normalize_storage_path(path: str, field: str) -> str:
     """A path relative to storeBase, stripped of leading/trailing '/', never escaping it."""
     if "\x00" in path:
         raise InvalidInputData(f"{field}: invalid path {path!r}")
+    too_long = path_length_problem(path)
+    if too_long:
+        raise InvalidInputData(f"{field}: {too_long}")
     stripped = path.strip("/")
     parts = [p for p in stripped.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
@@ -44,8 +47,13 @@ def normalize_storage_path(path: str, field: str) -> str:
 
 
 def safe_relative_path(name: str) -> str | None:
-    """``name`` as a relative path that cannot escape its base dir, or None."""
+    """``name`` as a relative path that cannot escape its base dir, or None.
+
+    None too when a filesystem would refuse it as too long (see ``path_length_problem``).
+    """
     if "\x00" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    if path_length_problem(name):
         return None
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):

@@ -2,34 +2,100 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
 
-from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec
-from ...domain.model import OutputListing, StagedData
+from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, StorageFull
+from ...domain.model import OutputListing, StagedData, path_length_problem
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import expand_links
 from .local import CHUNK, StoreBase, iter_zip, safe_relative_path
 
 BAD_ZIP = "data_file: Bad zip file"
 _COMPRESSION_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+# Two members whose names collide as a file and a directory, or a link in the way.
+_CONFLICT_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+MiB = 1024**2
+GiB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
 class ZipLimits:
-    max_entries: int = 1_000_000
-    max_uncompressed_bytes: int = 64 * 1024**3
+    """What an uploaded input archive may expand to. The defaults are the production
+    defaults: sane for ChRIS inputs (DICOM series, NIfTI volumes, text) and protective."""
+
+    # Most entries (files and directories) in one archive.
+    max_entries: int = 100_000
+    # Most bytes the whole archive may expand to.
+    max_uncompressed_bytes: int = 16 * GiB
+    # Largest expansion factor (uncompressed / compressed) of a member and of the whole
+    # archive, checked once the uncompressed size exceeds ratio_min_bytes; 0 disables it.
+    max_ratio: int = 100
+    # Members (and archives) up to this uncompressed size are exempt from the ratio check.
+    ratio_min_bytes: int = MiB
+    # Free space that must remain on storeBase's filesystem after extraction.
+    reserve_bytes: int = GiB
 
 
 def _entry_type(info: zipfile.ZipInfo) -> int:
     return stat.S_IFMT(info.external_attr >> 16) if info.create_system == 3 else 0
 
 
-def inspect_zip(path: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Validate an archive without extracting it: names, types, counts and sizes."""
+def _ratio_exceeded(uncompressed: int, compressed: int, limits: ZipLimits) -> bool:
+    return (
+        limits.max_ratio > 0
+        and uncompressed > limits.ratio_min_bytes
+        and compressed * limits.max_ratio < uncompressed
+    )
+
+
+def _ratio_message(what: str, uncompressed: int, compressed: int, limits: ZipLimits) -> str:
+    ratio = uncompressed // max(compressed, 1)
+    return (
+        f"data_file: {what} expands {ratio}x ({compressed} bytes to {uncompressed}; "
+        f"the limit is {limits.max_ratio}x, ZIP_MAX_RATIO)"
+    )
+
+
+def _room(free_bytes: int, limits: ZipLimits) -> int:
+    """Bytes the input may take on a filesystem with ``free_bytes`` available."""
+    return max(0, free_bytes - limits.reserve_bytes)
+
+
+def _too_large(limits: ZipLimits) -> InputTooLarge:
+    return InputTooLarge(
+        "data_file: the archive expands to more than the limit of "
+        f"{limits.max_uncompressed_bytes} bytes (ZIP_MAX_UNCOMPRESSED_BYTES)"
+    )
+
+
+def _no_room(needs: str, free_bytes: int, limits: ZipLimits) -> StorageFull:
+    return StorageFull(
+        f"not enough free space on storeBase for the input: needs {needs} bytes, "
+        f"{free_bytes} free, {limits.reserve_bytes} reserved (ZIP_RESERVE_BYTES)"
+    )
+
+
+def free_space(path: str) -> int | None:
+    """Bytes available to this (unprivileged) process on ``path``'s filesystem, if known."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def inspect_zip(
+    path: str, limits: ZipLimits, free_bytes: int | None = None
+) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Validate an archive without extracting it: names, types, counts, sizes, expansion
+    ratios and, when ``free_bytes`` is given, the room left on the destination."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -37,13 +103,18 @@ def inspect_zip(path: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, str
         raise InvalidInputData(BAD_ZIP) from None
     if len(infos) > limits.max_entries:
         raise InputTooLarge(
-            f"data_file: the archive has {len(infos)} entries, more than the limit of {limits.max_entries}"
+            f"data_file: the archive has {len(infos)} entries, more than the limit of "
+            f"{limits.max_entries} (ZIP_MAX_ENTRIES)"
         )
     members: list[tuple[zipfile.ZipInfo, str]] = []
     total = 0
+    compressed = 0
     for info in infos:
         rel = safe_relative_path(info.filename)
         if rel is None:
+            too_long = path_length_problem(info.filename)
+            if too_long:
+                raise InvalidInputData(f"data_file: entry name too long: {too_long}")
             raise InvalidInputData(f"data_file: unsafe entry name {info.filename!r}")
         if info.flag_bits & 0x1:
             raise InvalidInputData(f"data_file: encrypted entries are not supported ({info.filename!r})")
@@ -56,19 +127,33 @@ def inspect_zip(path: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, str
             raise InvalidInputData(f"data_file: symbolic link entries are not allowed ({info.filename!r})")
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise InvalidInputData(f"data_file: unsupported entry type ({info.filename!r})")
-        total += info.file_size
-        if total > limits.max_uncompressed_bytes:
+        if _ratio_exceeded(info.file_size, info.compress_size, limits):
             raise InputTooLarge(
-                "data_file: the archive expands to more than the limit of "
-                f"{limits.max_uncompressed_bytes} bytes"
+                _ratio_message(f"member {info.filename!r}", info.file_size, info.compress_size, limits)
             )
+        total += info.file_size
+        compressed += info.compress_size
+        if total > limits.max_uncompressed_bytes:
+            raise _too_large(limits)
         members.append((info, rel))
+    # Many small members, each under ratio_min_bytes, may still make a bomb together.
+    if _ratio_exceeded(total, compressed, limits):
+        raise InputTooLarge(_ratio_message("the archive", total, compressed, limits))
+    if free_bytes is not None and total > _room(free_bytes, limits):
+        raise _no_room(str(total), free_bytes, limits)
     return members
 
 
 def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
-    """Extract a validated archive into ``destination``; return the number of files."""
-    members = inspect_zip(path, limits)
+    """Extract a validated archive into ``destination``; return the number of files.
+
+    The headers are checked first (``inspect_zip``), then the bytes actually written
+    are counted, so that an archive whose headers lie cannot write past any limit.
+    On error a partial extraction is left for the caller to remove.
+    """
+    free_bytes = free_space(destination)
+    members = inspect_zip(path, limits, free_bytes)
+    room = None if free_bytes is None else _room(free_bytes, limits)
     nfiles = 0
     written = 0
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -83,16 +168,29 @@ def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
                 with archive.open(info) as src:
                     fd = os.open(target, flags, 0o644)
                     with os.fdopen(fd, "wb") as dst:
+                        member_written = 0
                         while chunk := src.read(CHUNK):
+                            member_written += len(chunk)
                             written += len(chunk)
+                            if member_written > info.file_size:
+                                raise InputTooLarge(
+                                    f"data_file: member {info.filename!r} holds more than the "
+                                    f"{info.file_size} bytes its header says"
+                                )
                             if written > limits.max_uncompressed_bytes:
-                                raise InputTooLarge("data_file: the archive expands beyond the limit")
+                                raise _too_large(limits)
+                            if free_bytes is not None and room is not None and written > room:
+                                raise _no_room(f"at least {written}", free_bytes, limits)
                             dst.write(chunk)
                 nfiles += 1
     except (zipfile.BadZipFile, zlib.error, EOFError, NotADirectoryError, IsADirectoryError, ValueError, NotImplementedError, RuntimeError):
         raise InvalidInputData(BAD_ZIP) from None
     except OSError as e:
-        if e.errno in (40, 20, 21, 17):  # ELOOP, ENOTDIR, EISDIR, EEXIST: conflicting names
+        if e.errno in _FULL_ERRNOS:
+            raise StorageFull(f"storeBase is full: extracting the input failed: {e.strerror}") from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise InvalidInputData("data_file: an entry name is too long for storeBase") from None
+        if e.errno in _CONFLICT_ERRNOS:
             raise InvalidInputData(BAD_ZIP) from None
         raise
     return nfiles
@@ -114,7 +212,7 @@ class ZipFileStorage:
     def validate(self, jid: str, request: StagingRequest) -> None:
         if request.upload_path is None:
             raise InvalidJobSpec("field is required", field="data_file")
-        inspect_zip(request.upload_path, self.limits)
+        inspect_zip(request.upload_path, self.limits, free_space(self.storebase.root))
 
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
         if request.upload_path is None:
