@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 
-import uvicorn
 
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.bootstrap import build_container
 from pfcon.config import load_settings
+from pfcon.entrypoints.http.server import run_app
 from pfcon.domain.model import ContainerJob, Mount, Resources
 from pfcon.entrypoints.http.app import create_app
 from pfcon.entrypoints.logs import configure_logging
@@ -65,18 +65,9 @@ def main() -> None:
         "STOREBASE_MOUNT": args.storebase,
     }
     settings = load_settings(env)
-    configure_logging(settings.log_level)  # same per-request logging as `pfcon serve`
+    configure_logging(settings.app.log_level)  # same per-request logging as `pfcon serve`
     app = create_app(build_container(settings, compute=seeded_compute(args.jid)))
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=30,
-    )
+    run_app(app, settings)  # the same uvicorn setup as `pfcon serve`
 
 
 if __name__ == "__main__":

@@ -7,28 +7,40 @@ the same container and override ports with fakes.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from typing import Any
 
 from dependency_injector import containers, providers
 
 from . import __version__
-from .config import ConfigError, Settings
+from .config import SWIFT_DEV_DEFAULTS, ConfigError, Settings
 from .domain.model import ServerInfo
 from .domain.services import AuthService, JobOptions, JobService
 
 
 def _docker_client(settings: Settings) -> Any:
     import docker
+    import requests
 
+    d = settings.docker
+    environment = {
+        name: value
+        for name, value in (("DOCKER_HOST", d.host), ("DOCKER_TLS_VERIFY", d.tls_verify), ("DOCKER_CERT_PATH", d.cert_path))
+        if value
+    }
     try:
-        client = docker.from_env(max_pool_size=max(10, settings.worker_threads))
+        client = docker.from_env(environment=environment, max_pool_size=max(10, settings.app.worker_threads))
         client.ping()
-    except docker.errors.DockerException as e:
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        where = d.host or "the default socket"
         raise ConfigError("DOCKER_HOST", f"cannot reach a Docker-API engine at {where}: {e}") from None
     return client
+
+
+def _engine_name(settings: Settings) -> str:
+    if settings.compute.container_env == "podman" or "podman" in (settings.docker.host or ""):
+        return "Podman service"
+    return "Docker engine"
 
 
 def _docker_compute(settings: Settings, client: Any) -> Any:
@@ -36,23 +48,23 @@ def _docker_compute(settings: Settings, client: Any) -> Any:
 
     storebase = settings.storebase_host
     if settings.compute_volume_type == "docker_local_volume":
+        c = settings.compute
         try:
-            storebase = discover_storebase(
-                client, settings.volume_name, settings.pfcon_selector, settings.storebase_mount
-            )
+            storebase = discover_storebase(client, c.volume_name, c.pfcon_selector, settings.storage.storebase_mount)
         except Exception as e:  # noqa: BLE001 - any failure here is a deployment problem
-            variable = "VOLUME_NAME" if settings.volume_name else "PFCON_SELECTOR"
+            variable = "VOLUME_NAME" if c.volume_name else "PFCON_SELECTOR"
             raise ConfigError(variable, f"cannot find storeBase (COMPUTE_VOLUME_TYPE=docker_local_volume): {e}") from None
     return DockerCompute(
         client,
         DockerOptions(
             storebase=storebase,
             labels=settings.job_labels,
-            ignore_limits=settings.ignore_limits,
+            ignore_limits=settings.compute.ignore_limits,
             container_user=settings.container_user,
-            shm_size_mib=settings.shm_size_mib,
-            pull_images=settings.pull_images,
-            network=settings.job_network,
+            shm_size_mib=settings.compute.shm_size_mib,
+            pull_images=settings.compute.pull_images,
+            network=settings.compute.job_network,
+            engine_name=_engine_name(settings),
         ),
     )
 
@@ -60,7 +72,7 @@ def _docker_compute(settings: Settings, client: Any) -> Any:
 def _storebase(settings: Settings) -> Any:
     from .adapters.storage.local import StoreBase
 
-    return StoreBase(settings.storebase_mount)
+    return StoreBase(settings.storage.storebase_mount)
 
 
 def _zipfile_storage(settings: Settings, storebase: Any) -> Any:
@@ -69,50 +81,64 @@ def _zipfile_storage(settings: Settings, storebase: Any) -> Any:
     return ZipFileStorage(
         storebase,
         ZipLimits(
-            max_entries=settings.zip_max_entries,
-            max_uncompressed_bytes=settings.zip_max_uncompressed_bytes,
+            max_entries=settings.zip.max_entries,
+            max_uncompressed_bytes=settings.zip.max_uncompressed_bytes,
+            max_ratio=settings.zip.max_ratio,
+            ratio_min_bytes=settings.zip.ratio_min_bytes,
+            reserve_bytes=settings.storage.reserve_bytes,
         ),
         compression=_zip_compression(settings),
     )
 
 
 def _zip_compression(settings: Settings) -> int:
-    return zipfile.ZIP_DEFLATED if settings.output_zip_compression == "deflated" else zipfile.ZIP_STORED
+    return zipfile.ZIP_DEFLATED if settings.storage.output_zip_compression == "deflated" else zipfile.ZIP_STORED
 
 
 def _filesystem_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.filesystem import FileSystemStorage
 
-    return FileSystemStorage(storebase, workers=settings.staging_workers)
+    return FileSystemStorage(storebase, workers=settings.storage.staging_workers)
 
 
 def _fslink_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.filesystem import FsLinkStorage
 
-    return FsLinkStorage(storebase, workers=settings.staging_workers)
+    return FsLinkStorage(storebase, workers=settings.storage.staging_workers)
 
 
 def _swift_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.swift import SwiftSettings, SwiftStorage
 
+    swift = swift_options(settings)
+
     storage = SwiftStorage(
         storebase,
         SwiftSettings(
-            auth_url=settings.swift_auth_url,
-            username=settings.swift_username,
-            key=settings.swift_key,
-            container=settings.swift_container_name,
-            retries=settings.swift_retries,
+            auth_url=swift["auth_url"],
+            username=swift["username"],
+            key=swift["key"],
+            container=swift["container_name"],
+            retries=settings.swift.retries,
         ),
-        workers=settings.staging_workers,
+        workers=settings.storage.staging_workers,
         compression=_zip_compression(settings),
     )
-    if settings.application_mode != "production":
+    if not settings.production:
         try:
             storage.ensure_container()  # pfcon's dev mode creates the container too
         except Exception as e:  # noqa: BLE001
-            raise ConfigError("SWIFT_AUTH_URL", f"cannot use Swift at {settings.swift_auth_url}: {e}") from None
+            raise ConfigError("SWIFT_AUTH_URL", f"cannot use Swift at {swift['auth_url']}: {e}") from None
     return storage
+
+
+def swift_options(settings: Settings) -> dict[str, str]:
+    """Swift's connection settings; pfcon's dev defaults fill what dev mode leaves unset."""
+    s = settings.swift
+    values = {"auth_url": s.auth_url, "username": s.username, "key": s.key, "container_name": s.container_name}
+    if settings.production:
+        return {k: v or "" for k, v in values.items()}
+    return {k: v or SWIFT_DEV_DEFAULTS[k] for k, v in values.items()}
 
 
 def _jwt_auth(settings: Settings) -> Any:
@@ -123,11 +149,11 @@ def _jwt_auth(settings: Settings) -> Any:
 
 def server_info(settings: Settings) -> ServerInfo:
     extra: tuple[tuple[str, str], ...] = ()
-    if settings.innetwork and settings.storage_env == "swift":
-        extra = (("swift_auth_url", settings.swift_auth_url),)
+    if settings.storage.innetwork and settings.storage_env == "swift":
+        extra = (("swift_auth_url", swift_options(settings)["auth_url"]),)
     return ServerInfo(
         server_version=__version__,
-        pfcon_innetwork=settings.innetwork,
+        pfcon_innetwork=settings.storage.innetwork,
         storage_env=settings.storage_env,
         container_env=settings.container_env,
         compute_volume_type=settings.compute_volume_type,
@@ -137,9 +163,9 @@ def server_info(settings: Settings) -> ServerInfo:
 
 def job_options(settings: Settings) -> JobOptions:
     return JobOptions(
-        log_tail=settings.job_logs_tail,
-        extra_env=("HOME=/tmp",) if settings.enable_home_workaround else (),
-        remove_jobs=settings.remove_jobs,
+        log_tail=settings.compute.job_logs_tail,
+        extra_env=("HOME=/tmp",) if settings.compute.enable_home_workaround else (),
+        remove_jobs=settings.compute.remove_jobs,
     )
 
 

@@ -1,16 +1,24 @@
-"""Configuration: pfcon's environment variables, parsed once and validated at startup.
+"""Configuration: pfcon's environment variables, read once at startup, typed and validated.
 
-A bad value raises :class:`ConfigError` naming the variable; entrypoints turn that
-into a one-line message and a non-zero exit, never a 500 per request.
+Settings are declared once, as msgspec structs with one section per concern or adapter;
+each field's wire name is its environment variable, so a type error names the variable.
+A bad value, an unknown mode or an insecure production setting raises
+:class:`ConfigError`; entrypoints turn it into a one-line message and a non-zero exit.
+
+Secrets (``SECRET_KEY``, ``PFCON_PASSWORD``, ``SWIFT_KEY``) are :class:`Secret`
+strings whose ``repr`` is ``'***'``, so no settings object prints them.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .adapters.compute.options import ContainerUser, parse_container_user
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
@@ -23,276 +31,386 @@ STORAGE_ENVS_BUILT = ("zipfile", "filesystem", "fslink", "swift")
 VOLUME_TYPES = {"docker": ("docker_local_volume", "host")}
 
 DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production"  # noqa: S105 (dev default)
-GiB = 1024**3
+DEV_USER, DEV_PASSWORD = "pfcon", "pfcon1234"  # pfcon's dev credentials
+MIN_SECRET_KEY_BYTES = 32  # HS256 keys shorter than the hash output are brute-forceable
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
-class ConfigError(ValueError):
+class ConfigError(Exception):
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
 
 
-@dataclass(frozen=True, slots=True)
-class IdSpec:
-    """One side of CONTAINER_USER: a fixed id or an inclusive range."""
+class Secret(str):
+    """A string that never shows itself in a ``repr`` (logs, tracebacks, settings)."""
 
-    low: int
-    high: int
+    __slots__ = ()
 
-    def pick(self) -> int:
-        return self.low if self.low == self.high else random.randint(self.low, self.high)  # noqa: S311 (not a secret)
+    def __repr__(self) -> str:
+        return "'***'"
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerUser:
-    uid: IdSpec | None
-    gid: IdSpec | None
-
-    def pick(self) -> tuple[int | None, int | None]:
-        return (
-            self.uid.pick() if self.uid else None,
-            self.gid.pick() if self.gid else None,
-        )
+def _env(name: str, default: Any = msgspec.UNSET, **kwargs: Any) -> Any:
+    return msgspec.field(default=default, name=name, **kwargs)
 
 
-def parse_container_user(value: str | None) -> ContainerUser | None:
-    """``UID:GID`` where each side is empty, an int or a range ``lo-hi``."""
-    if value is None or value in ("", ":"):
-        return None
-    if value.count(":") != 1:
-        raise ValueError(f'"{value}" does not match format UID:GID')
-    uid_s, gid_s = value.split(":")
-
-    def side(text: str) -> IdSpec | None:
-        if text == "":
-            return None
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
-        if not m:
-            raise ValueError(f'"{text}" is not an id or a range lo-hi')
-        low = int(m.group(1))
-        high = int(m.group(2)) if m.group(2) else low
-        if high < low or high > 2**31 - 1:
-            raise ValueError(f'"{text}" is not a valid id range')
-        return IdSpec(low, high)
-
-    user = ContainerUser(side(uid_s), side(gid_s))
-    return None if user.uid is None and user.gid is None else user
+Int = int
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Threads = Annotated[int, msgspec.Meta(ge=1, le=1024)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    application_mode: str = "dev"
-    secret_key: str = DEV_SECRET_KEY
-    pfcon_user: str = "pfcon"
-    pfcon_password: str = "pfcon1234"  # noqa: S105 (pfcon's dev default)
-    innetwork: bool = False
-    storage_env: str = "zipfile"
-    storebase_mount: str = "/var/local/storeBase"
-    job_logs_tail: int = 1000
-    job_labels: tuple[tuple[str, str], ...] = ()
-    ignore_limits: bool = False
-    container_user: ContainerUser | None = None
-    enable_home_workaround: bool = False
-    shm_size_mib: int | None = None
-    container_env: str = "docker"
-    compute_volume_type: str = "host"
-    storebase: str | None = None
-    volume_name: str | None = None
-    pfcon_selector: str = "org.chrisproject.role=pfcon"
-    remove_jobs: bool = True
-    swift_auth_url: str = "http://swift_service:8080/auth/v1.0"
-    swift_username: str = "chris:chris1234"
-    swift_key: str = field(default="testing", repr=False)
-    swift_container_name: str = "users"
-    swift_retries: int = 5
-    host: str = "0.0.0.0"  # noqa: S104 (pfcon listens on all interfaces)
-    port: int = 5005
-    # Extensions of this implementation (not in pfcon):
-    pull_images: bool = False
-    job_network: str | None = None
-    upload_dir: str | None = None
-    worker_threads: int = 32
-    zip_max_upload_bytes: int = 64 * GiB
-    zip_max_uncompressed_bytes: int = 64 * GiB
-    zip_max_entries: int = 1_000_000
-    output_zip_compression: str = "stored"
-    staging_workers: int = 8
-    log_level: str = "INFO"
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One section of the settings; each field's name is its environment variable."""
 
-    def __repr__(self) -> str:  # never print secrets
-        return f"Settings(container_env={self.container_env!r}, storage_env={self.storage_env!r})"
+
+class AppSettings(_Section, frozen=True, kw_only=True):
+    application_mode: Literal["production", "dev"] = _env("APPLICATION_MODE", "production")
+    host: str = _env("HOST", "0.0.0.0")  # noqa: S104 (pfcon listens on all interfaces)
+    port: Port = _env("PORT", 5005)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("LOG_LEVEL", "INFO")
+    worker_threads: Threads = _env("WORKER_THREADS", 32)
+
+
+class AuthSettings(_Section, frozen=True, kw_only=True):
+    secret_key: Secret | None = _env("SECRET_KEY", None)
+    pfcon_user: str | None = _env("PFCON_USER", None)
+    pfcon_password: Secret | None = _env("PFCON_PASSWORD", None)
+
+
+class HttpSettings(_Section, frozen=True, kw_only=True):
+    """Bounds on what one client may make the server hold (issue: hostile clients)."""
+
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=16 * MiB)] = _env("MAX_HEADER_BYTES", 64 * KiB)
+    header_timeout: Seconds = _env("HEADER_TIMEOUT", 30.0)
+    body_timeout: Seconds = _env("BODY_TIMEOUT", 60.0)
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=GiB)] = _env("MAX_BODY_BYTES", MiB)
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = _env("MAX_CONNECTIONS", 1000)
+    upload_dir: str | None = _env("UPLOAD_DIR", None)
+    max_uploads: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = _env("MAX_UPLOADS", 64)
+    zip_max_upload_bytes: Positive = _env("ZIP_MAX_UPLOAD_BYTES", 16 * GiB)
+
+
+class StorageSettings(_Section, frozen=True, kw_only=True):
+    innetwork: bool = _env("PFCON_INNETWORK", False)
+    storage_env: str | None = _env("STORAGE_ENV", None)
+    storebase_mount: str = _env("STOREBASE_MOUNT", "/var/local/storeBase")
+    staging_workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = _env("STAGING_WORKERS", 8)
+    output_zip_compression: Literal["stored", "deflated"] = _env("OUTPUT_ZIP_COMPRESSION", "stored")
+    reserve_bytes: NonNegative = _env("STOREBASE_RESERVE_BYTES", GiB)
+
+
+class ZipSettings(_Section, frozen=True, kw_only=True):
+    max_uncompressed_bytes: Positive = _env("ZIP_MAX_UNCOMPRESSED_BYTES", 16 * GiB)
+    max_entries: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = _env("ZIP_MAX_ENTRIES", 100_000)
+    max_ratio: NonNegative = _env("ZIP_MAX_RATIO", 500)
+    ratio_min_bytes: NonNegative = _env("ZIP_RATIO_MIN_BYTES", MiB)
+
+
+class SwiftSection(_Section, frozen=True, kw_only=True):
+    auth_url: str | None = _env("SWIFT_AUTH_URL", None)
+    username: str | None = _env("SWIFT_USERNAME", None)
+    key: Secret | None = _env("SWIFT_KEY", None)
+    container_name: str | None = _env("SWIFT_CONTAINER_NAME", None)
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = _env("SWIFT_RETRIES", 5)
+
+
+class ComputeSettings(_Section, frozen=True, kw_only=True):
+    container_env: str = _env("CONTAINER_ENV", "docker")
+    compute_volume_type: str | None = _env("COMPUTE_VOLUME_TYPE", None)
+    storebase: str | None = _env("STOREBASE", None)
+    volume_name: str | None = _env("VOLUME_NAME", None)
+    pfcon_selector: str = _env("PFCON_SELECTOR", "org.chrisproject.role=pfcon")
+    job_logs_tail: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = _env("JOB_LOGS_TAIL", 1000)
+    job_labels: str = _env("JOB_LABELS", "")
+    ignore_limits: bool = _env("IGNORE_LIMITS", False)
+    container_user: str | None = _env("CONTAINER_USER", None)
+    enable_home_workaround: bool = _env("ENABLE_HOME_WORKAROUND", False)
+    shm_size_mib: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024)] | None = _env("SHM_SIZE", None)
+    remove_jobs: bool = _env("REMOVE_JOBS", True)
+    pull_images: bool = _env("PULL_IMAGES", False)
+    job_network: str | None = _env("JOB_NETWORK", None)
+
+
+class DockerSection(_Section, frozen=True, kw_only=True):
+    """How to reach a Docker-API engine (read here, handed to the Docker SDK)."""
+
+    host: str | None = _env("DOCKER_HOST", None)
+    tls_verify: str | None = _env("DOCKER_TLS_VERIFY", None)
+    cert_path: str | None = _env("DOCKER_CERT_PATH", None)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "app": AppSettings,
+    "auth": AuthSettings,
+    "http": HttpSettings,
+    "storage": StorageSettings,
+    "zip": ZipSettings,
+    "swift": SwiftSection,
+    "compute": ComputeSettings,
+    "docker": DockerSection,
+}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting, by section; resolved (dev defaults applied, cross-checks passed)."""
+
+    app: AppSettings = msgspec.field(default_factory=AppSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    zip: ZipSettings = msgspec.field(default_factory=ZipSettings)
+    swift: SwiftSection = msgspec.field(default_factory=SwiftSection)
+    compute: ComputeSettings = msgspec.field(default_factory=ComputeSettings)
+    docker: DockerSection = msgspec.field(default_factory=DockerSection)
+
+    # -- resolved views used by the composition root ----------------------------
+    @property
+    def production(self) -> bool:
+        return self.app.application_mode == "production"
+
+    @property
+    def application_mode(self) -> str:
+        return self.app.application_mode
+
+    @property
+    def storage_env(self) -> str:
+        return self.storage.storage_env or "zipfile"
+
+    @property
+    def container_env(self) -> str:
+        return "docker" if self.compute.container_env == "podman" else self.compute.container_env
+
+    @property
+    def compute_volume_type(self) -> str:
+        return self.compute.compute_volume_type or VOLUME_TYPES[self.container_env][0]
 
     @property
     def storebase_host(self) -> str:
         """Where the scheduler finds storeBase (STOREBASE), or pfcon's own mount."""
-        return self.storebase or self.storebase_mount
+        return self.compute.storebase or self.storage.storebase_mount
+
+    @property
+    def secret_key(self) -> Secret:
+        return self.auth.secret_key or Secret(DEV_SECRET_KEY)
+
+    @property
+    def pfcon_user(self) -> str:
+        return self.auth.pfcon_user or DEV_USER
+
+    @property
+    def pfcon_password(self) -> Secret:
+        return self.auth.pfcon_password or Secret(DEV_PASSWORD)
+
+    @property
+    def job_labels(self) -> tuple[tuple[str, str], ...]:
+        return _labels(self.compute.job_labels)
+
+    @property
+    def container_user(self) -> ContainerUser | None:
+        return parse_container_user(self.compute.container_user)
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(name, f"expected a boolean (yes/no/true/false/1/0/on/off), got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _dict(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
-    raw = env.get(name, "").strip()
-    if not raw:
+def _labels(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    if not raw.strip():
         return ()
-    pairs = []
     for item in raw.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(name, f"expected a comma-separated list of key=value, got {item!r}")
+            raise ValueError(f"expected a comma-separated list of key=value, got {item!r}")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
 
 
-def _dir(env: Mapping[str, str], name: str) -> str | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    if not os.path.isabs(raw):
-        raise ConfigError(name, f"must be an absolute path, got {raw!r}")
-    return raw
+# -- loading -------------------------------------------------------------------
 
 
-def _required(env: Mapping[str, str], name: str, production: bool, default: str) -> str:
-    value = env.get(name)
-    if value:
-        return value
-    if production:
-        raise ConfigError(name, "is required when APPLICATION_MODE=production")
-    return default
+def _raw_value(name: str, annotation: Any, raw: str) -> Any:
+    """The environment's text, prepared for msgspec's lax conversion."""
+    value = raw.strip()
+    if annotation in (bool, "bool"):
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(name, f"expected a boolean (yes/no/true/false/1/0/on/off), got {raw!r}")
+    if name == "LOG_LEVEL":
+        return value.upper()
+    if "Secret" in str(annotation):
+        return raw  # a secret is taken as given, spaces included
+    return value
+
+
+def _section_input(section: type[_Section], env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in msgspec.structs.fields(section):
+        raw = env.get(f.encode_name)
+        if raw is None or raw.strip() == "":
+            continue  # pfcon treats an empty variable as unset
+        values[f.encode_name] = _raw_value(f.encode_name, f.type, raw)
+    return values
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError
+
+
+def _variable_of(error: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(error)
+    message, _, path = text.partition(" - at `$.")
+    variable = path.rstrip("`").split(".")[-1] if path else "configuration"
+    return variable, message
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, type and validate every setting from ``environ`` (default: the process's)."""
     env = os.environ if environ is None else environ
-    mode = (env.get("APPLICATION_MODE") or "production").strip()
-    production = mode == "production"
-    d = Settings()
+    data = {name: _section_input(section, env) for name, section in SECTIONS.items()}
+    try:
+        settings = msgspec.convert(data, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        variable, message = _variable_of(e)
+        raw = env.get(variable)
+        choices = _choices(variable)
+        if choices:
+            message = f"must be one of {', '.join(choices)}"
+        elif message.startswith("Expected `int`, got"):
+            message = "expected an integer"
+        elif message.startswith("Expected `float`, got"):
+            message = "expected a number"
+        shown = "" if raw is None or _is_secret(variable) else f", got {raw!r}"
+        raise ConfigError(variable, f"{message}{shown}") from None
+    return _validate(settings)
 
-    innetwork = _bool(env, "PFCON_INNETWORK", False)
-    storage_env = (env.get("STORAGE_ENV") or ("swift" if innetwork else "zipfile")).strip()
+
+def _choices(variable: str) -> tuple[str, ...]:
+    for section in SECTIONS.values():
+        for f in msgspec.structs.fields(section):
+            if f.encode_name == variable and typing.get_origin(f.type) is Literal:
+                return typing.get_args(f.type)
+    return ()
+
+
+def _is_secret(variable: str) -> bool:
+    return variable in ("SECRET_KEY", "PFCON_PASSWORD", "SWIFT_KEY")
+
+
+def _validate(s: Settings) -> Settings:
+    """Cross-checks; returns the settings with paths and the storage mode resolved."""
+    s = msgspec.structs.replace(
+        s,
+        storage=msgspec.structs.replace(
+            s.storage,
+            storage_env=_validate_storage(s),
+            storebase_mount=_absolute("STOREBASE_MOUNT", s.storage.storebase_mount),
+        ),
+        compute=msgspec.structs.replace(s.compute, storebase=_absolute("STOREBASE", s.compute.storebase)),
+    )
+    _absolute("UPLOAD_DIR", s.http.upload_dir)
+    _validate_compute(s)
+    _validate_production(s)
+    return s
+
+
+def _validate_storage(s: Settings) -> str:
+    innetwork = s.storage.innetwork
+    storage_env = s.storage.storage_env or ("swift" if innetwork else "zipfile")
     allowed = STORAGE_ENVS_IN_NETWORK if innetwork else STORAGE_ENVS_OUT_OF_NETWORK
     if storage_env not in allowed:
         where = "with PFCON_INNETWORK=true" if innetwork else "unless PFCON_INNETWORK=true"
         raise ConfigError(
-            "STORAGE_ENV",
-            f"unsupported value {storage_env!r} {where}; allowed: {', '.join(allowed)}",
+            "STORAGE_ENV", f"unsupported value {storage_env!r} {where}; allowed: {', '.join(allowed)}"
         )
     if storage_env not in STORAGE_ENVS_BUILT:
         raise ConfigError("STORAGE_ENV", f"{storage_env!r} storage is not available in this build yet")
+    return storage_env
 
-    raw_container_env = (env.get("CONTAINER_ENV") or "docker").strip()
-    container_env = "docker" if raw_container_env == "podman" else raw_container_env
-    if container_env not in CONTAINER_ENVS_BUILT:
-        if container_env in CONTAINER_ENVS_PLANNED:
+
+def _validate_compute(s: Settings) -> None:
+    raw = s.compute.container_env
+    if s.container_env not in CONTAINER_ENVS_BUILT:
+        if s.container_env in CONTAINER_ENVS_PLANNED:
             raise ConfigError(
-                "CONTAINER_ENV",
-                f"{raw_container_env!r} is not available in this build yet; "
-                f"supported: docker, podman",
+                "CONTAINER_ENV", f"{raw!r} is not available in this build yet; supported: docker, podman"
             )
-        raise ConfigError("CONTAINER_ENV", f"unsupported value {raw_container_env!r}")
-
-    volume_types = VOLUME_TYPES[container_env]
-    volume_type = (env.get("COMPUTE_VOLUME_TYPE") or volume_types[0]).strip()
+        raise ConfigError("CONTAINER_ENV", f"unsupported value {raw!r}")
+    volume_types = VOLUME_TYPES[s.container_env]
+    volume_type = s.compute_volume_type
     if volume_type not in volume_types:
         raise ConfigError(
             "COMPUTE_VOLUME_TYPE",
-            f"{volume_type!r} is not valid for CONTAINER_ENV={raw_container_env!r}; "
-            f"allowed: {', '.join(volume_types)}",
+            f"{volume_type!r} is not valid for CONTAINER_ENV={raw!r}; allowed: {', '.join(volume_types)}",
         )
-    storebase = env.get("STOREBASE") or None
-    volume_name = env.get("VOLUME_NAME") or None
+    storebase, volume_name = s.compute.storebase, s.compute.volume_name
     if volume_type == "host":
         if not storebase:
             raise ConfigError("STOREBASE", "is required when COMPUTE_VOLUME_TYPE=host")
-        if not os.path.isabs(storebase):
-            raise ConfigError("STOREBASE", f"must be an absolute path, got {storebase!r}")
         if volume_name:
             raise ConfigError("VOLUME_NAME", "conflicts with COMPUTE_VOLUME_TYPE=host (use STOREBASE)")
     elif storebase:
         raise ConfigError("STOREBASE", f"is only valid with COMPUTE_VOLUME_TYPE=host, not {volume_type}")
-
-    storebase_mount = (env.get("STOREBASE_MOUNT") or d.storebase_mount).strip()
-    if not os.path.isabs(storebase_mount):
-        raise ConfigError("STOREBASE_MOUNT", f"must be an absolute path, got {storebase_mount!r}")
-
     try:
-        container_user = parse_container_user(env.get("CONTAINER_USER"))
+        parse_container_user(s.compute.container_user)
     except ValueError as e:
         raise ConfigError("CONTAINER_USER", str(e)) from None
+    try:
+        _labels(s.compute.job_labels)
+    except ValueError as e:
+        raise ConfigError("JOB_LABELS", str(e)) from None
 
-    compression = (env.get("OUTPUT_ZIP_COMPRESSION") or d.output_zip_compression).strip().lower()
-    if compression not in ("stored", "deflated"):
-        raise ConfigError("OUTPUT_ZIP_COMPRESSION", "must be 'stored' or 'deflated'")
 
-    log_level = (env.get("LOG_LEVEL") or d.log_level).strip().upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("LOG_LEVEL", "must be one of DEBUG, INFO, WARNING, ERROR")
+def _absolute(variable: str, path: str | None) -> Any:
+    if path is None:
+        return None
+    if not os.path.isabs(path):
+        raise ConfigError(variable, f"must be an absolute path, got {path!r}")
+    return path.rstrip("/") or "/"
 
-    swift_required = innetwork and storage_env == "swift" and production
 
-    def swift(name: str, default: str) -> str:
-        return _required(env, name, swift_required, default)
+def _validate_production(s: Settings) -> None:
+    """Production fails closed: no dev credential, no guessable key, nothing implied."""
+    if not s.production:
+        return
+    auth = s.auth
+    for variable, value in (
+        ("SECRET_KEY", auth.secret_key),
+        ("PFCON_USER", auth.pfcon_user),
+        ("PFCON_PASSWORD", auth.pfcon_password),
+    ):
+        if not value:
+            raise ConfigError(variable, "is required when APPLICATION_MODE=production")
+    if auth.secret_key == DEV_SECRET_KEY:
+        raise ConfigError("SECRET_KEY", "is the published development key; set a secret one in production")
+    if len(str(auth.secret_key).encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            "SECRET_KEY",
+            f"is too short to sign HS256 tokens safely: use at least {MIN_SECRET_KEY_BYTES} random bytes "
+            "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
+        )
+    if auth.pfcon_password == DEV_PASSWORD:
+        raise ConfigError("PFCON_PASSWORD", "is pfcon's published development password; set another in production")
+    if s.storage_env == "swift":
+        for variable, value in (
+            ("SWIFT_AUTH_URL", s.swift.auth_url),
+            ("SWIFT_USERNAME", s.swift.username),
+            ("SWIFT_KEY", s.swift.key),
+            ("SWIFT_CONTAINER_NAME", s.swift.container_name),
+        ):
+            if not value:
+                raise ConfigError(variable, "is required when STORAGE_ENV=swift and APPLICATION_MODE=production")
 
-    secret_key = _required(env, "SECRET_KEY", production, DEV_SECRET_KEY)
-    return Settings(
-        application_mode=mode,
-        secret_key=secret_key,
-        pfcon_user=_required(env, "PFCON_USER", production, d.pfcon_user),
-        pfcon_password=_required(env, "PFCON_PASSWORD", production, d.pfcon_password),
-        innetwork=innetwork,
-        storage_env=storage_env,
-        storebase_mount=storebase_mount.rstrip("/") or "/",
-        job_logs_tail=_int(env, "JOB_LOGS_TAIL", d.job_logs_tail, 0, 10_000_000),  # type: ignore[arg-type]
-        job_labels=_dict(env, "JOB_LABELS"),
-        ignore_limits=_bool(env, "IGNORE_LIMITS", False),
-        container_user=container_user,
-        enable_home_workaround=_bool(env, "ENABLE_HOME_WORKAROUND", False),
-        shm_size_mib=_int(env, "SHM_SIZE", None, 1, 1024 * 1024),
-        container_env=container_env,
-        compute_volume_type=volume_type,
-        storebase=(storebase.rstrip("/") or "/") if storebase else None,
-        volume_name=volume_name,
-        pfcon_selector=(env.get("PFCON_SELECTOR") or d.pfcon_selector).strip(),
-        remove_jobs=_bool(env, "REMOVE_JOBS", True),
-        swift_auth_url=swift("SWIFT_AUTH_URL", d.swift_auth_url),
-        swift_username=swift("SWIFT_USERNAME", d.swift_username),
-        swift_key=swift("SWIFT_KEY", d.swift_key),
-        swift_container_name=swift("SWIFT_CONTAINER_NAME", d.swift_container_name),
-        swift_retries=_int(env, "SWIFT_RETRIES", d.swift_retries, 0, 20),  # type: ignore[arg-type]
-        host=(env.get("HOST") or d.host).strip(),
-        port=_int(env, "PORT", d.port, 1, 65535),  # type: ignore[arg-type]
-        pull_images=_bool(env, "PULL_IMAGES", False),
-        job_network=(env.get("JOB_NETWORK") or "").strip() or None,
-        upload_dir=_dir(env, "UPLOAD_DIR"),
-        worker_threads=_int(env, "WORKER_THREADS", d.worker_threads, 1, 1024),  # type: ignore[arg-type]
-        zip_max_upload_bytes=_int(env, "ZIP_MAX_UPLOAD_BYTES", d.zip_max_upload_bytes, 1, 2**62),  # type: ignore[arg-type]
-        zip_max_uncompressed_bytes=_int(
-            env, "ZIP_MAX_UNCOMPRESSED_BYTES", d.zip_max_uncompressed_bytes, 1, 2**62
-        ),  # type: ignore[arg-type]
-        zip_max_entries=_int(env, "ZIP_MAX_ENTRIES", d.zip_max_entries, 1, 100_000_000),  # type: ignore[arg-type]
-        output_zip_compression=compression,
-        staging_workers=_int(env, "STAGING_WORKERS", d.staging_workers, 1, 256),  # type: ignore[arg-type]
-        log_level=log_level,
-    )
+
+# pfcon's development defaults for Swift (only used when APPLICATION_MODE=dev).
+SWIFT_DEV_DEFAULTS = {
+    "auth_url": "http://swift_service:8080/auth/v1.0",
+    "username": "chris:chris1234",
+    "key": "testing",
+    "container_name": "users",
+}

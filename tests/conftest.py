@@ -52,6 +52,11 @@ def tree(root: str) -> list[str]:
     return sorted(out)
 
 
+def spooled_uploads(upload_dir: str) -> list[str]:
+    """Upload files left in a spool (each server process's private dir and lock aside)."""
+    return [p for p in tree(upload_dir) if not p.startswith("proc-") or "/upload-" in p]
+
+
 class Api:
     """A TestClient around the real app, with pfcon's auth already done."""
 

@@ -92,6 +92,11 @@ class StoragePort(Protocol):
         BackendUnavailable (or StorageFull)."""
         ...
 
+    def recover(self) -> list[str]:
+        """Remove the data of jobs whose staging never finished (the server died
+        mid-stage); return their ids. Called once at startup."""
+        ...
+
 
 @runtime_checkable
 class AuthPort(Protocol):

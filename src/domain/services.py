@@ -96,6 +96,10 @@ class JobService:
     def server_info(self) -> ServerInfo:
         return self._server_info
 
+    def recover(self) -> list[str]:
+        """Clean up after a crash: job data whose staging never finished is removed."""
+        return self.storage.recover()
+
     def readiness(self) -> tuple[BackendHealth, ...]:
         """Whether each backend answers now (pfcon's ``health/`` says nothing of this)."""
         info = self._server_info

@@ -56,23 +56,9 @@ def _service(settings: Settings) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .http.server import serve
 
-    from .http.app import create_app
-    from ..bootstrap import build_container
-    from .logs import configure_logging
-
-    settings = _settings()
-    configure_logging(settings.log_level)
-    app = create_app(build_container(settings))
-    uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=30,
-    )
+    serve(_settings(), host=args.host, port=args.port)
     return 0
 
 

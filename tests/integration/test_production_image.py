@@ -42,8 +42,8 @@ def served(image: str, docker_client: Any, tmp_path_factory: Any) -> Iterator[st
         detach=True,
         network_mode="host",
         environment={
-            "HOST": "127.0.0.1", "PORT": str(port), "SECRET_KEY": "image-test-secret",
-            "PFCON_USER": "pfcon", "PFCON_PASSWORD": "pfcon1234",
+            "HOST": "127.0.0.1", "PORT": str(port), "SECRET_KEY": "image-test-secret-0123456789abcdefgh",
+            "PFCON_USER": "pfcon", "PFCON_PASSWORD": "image-test-pw",
             "COMPUTE_VOLUME_TYPE": "host", "STOREBASE": str(storebase),
             "CONTAINER_USER": "10001:",
         },
@@ -81,7 +81,7 @@ def test_runs_as_a_non_root_user(served: str, docker_client: Any) -> None:
 
 
 def test_serves_a_whole_job(served: str, tmp_path: Any) -> None:
-    client = Client(served, Client.get_auth_token(served + "auth-token/", "pfcon", "pfcon1234"))
+    client = Client(served, Client.get_auth_token(served + "auth-token/", "pfcon", "image-test-pw"))
     write_tree(tmp_path / "in", {"a.txt": b"a", "sub/b.bin": os.urandom(2048)})
     (tmp_path / "out").mkdir()
     status = client.run_job(f"img-{uuid.uuid4().hex[:8]}", descriptors(image=TEST_IMAGE), str(tmp_path / "in"), str(tmp_path / "out"))

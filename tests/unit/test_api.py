@@ -19,7 +19,7 @@ from pfcon.config import DEV_SECRET_KEY
 from pfcon.domain.errors import ResourceUnavailable
 from pfcon.domain.model import JobStatus
 
-from ..conftest import API, Api, make_zip, tree
+from ..conftest import API, Api, make_zip, spooled_uploads, tree
 
 MISSING = "Missing required parameter in the post body"
 NOT_FOUND = (
@@ -295,7 +295,8 @@ def test_bad_job_ids_are_400_and_nothing_is_written(api: Api, jid: str) -> None:
     assert r.status_code == 400
     assert "jid" in r.json()["message"]
     assert tree(api.storebase) == []
-    assert tree(os.path.dirname(api.storebase)) == ["storeBase", "uploads"]
+    assert sorted(os.listdir(os.path.dirname(api.storebase))) == ["storeBase", "uploads"]
+    assert spooled_uploads(os.path.join(os.path.dirname(api.storebase), "uploads")) == []
 
 
 def test_leading_slash_of_jid_is_stripped_like_pfcon(api: Api) -> None:
@@ -334,7 +335,7 @@ def test_bad_uploads_are_400_and_leave_nothing(api: Api, payload: bytes, tmp_pat
     assert r.status_code == 400
     assert r.json() == {"message": "data_file: Bad zip file"}
     assert tree(api.storebase) == []
-    assert os.listdir(tmp_path / "uploads") == []
+    assert spooled_uploads(str(tmp_path / "uploads")) == []
 
 
 def test_corrupt_member_is_400_and_leaves_nothing(api: Api) -> None:

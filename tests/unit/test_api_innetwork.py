@@ -51,7 +51,7 @@ def test_swift_server_info_reports_the_auth_url(app_factory: Any) -> None:
 
     api = app_factory(
         PFCON_INNETWORK="true", STORAGE_ENV="swift", SWIFT_AUTH_URL="http://127.0.0.1:9/auth/v1.0",
-        APPLICATION_MODE="production", SECRET_KEY="k", PFCON_USER="pfcon", PFCON_PASSWORD="pfcon1234",
+        APPLICATION_MODE="production", SECRET_KEY="k" * 32, PFCON_USER="pfcon", PFCON_PASSWORD="pfcon-prod-pw",
         SWIFT_USERNAME="chris:chris1234", SWIFT_KEY="testing", SWIFT_CONTAINER_NAME="users",
     )
     body = api.get("/jobs/").json()
@@ -222,8 +222,8 @@ def test_swift_outage_is_a_clear_503_logged_with_the_job_id(app_factory: Any, ca
     configure_logging("INFO", cache=False)
     api = app_factory(
         PFCON_INNETWORK="true", STORAGE_ENV="swift", SWIFT_AUTH_URL=f"http://127.0.0.1:{port}/auth/v1.0",
-        SWIFT_RETRIES="0", APPLICATION_MODE="production", SECRET_KEY="k", PFCON_USER="pfcon",
-        PFCON_PASSWORD="pfcon1234", SWIFT_USERNAME="chris:chris1234", SWIFT_KEY="swift-secret-key",
+        SWIFT_RETRIES="0", APPLICATION_MODE="production", SECRET_KEY="k" * 32, PFCON_USER="pfcon",
+        PFCON_PASSWORD="pfcon-prod-pw", SWIFT_USERNAME="chris:chris1234", SWIFT_KEY="swift-secret-key",
         SWIFT_CONTAINER_NAME="users",
     )
     capsys.readouterr()

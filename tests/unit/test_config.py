@@ -3,31 +3,49 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pfcon.config import (
-    DEV_SECRET_KEY,
-    ConfigError,
-    ContainerUser,
-    IdSpec,
-    Settings,
-    load_settings,
-    parse_container_user,
-)
+import msgspec
+
+from pfcon.adapters.compute.options import ContainerUser, IdSpec, parse_container_user
+from pfcon.config import DEV_SECRET_KEY, SECTIONS, ConfigError, Settings
+from pfcon.config import load_settings as _load_settings
 
 DEV = {"APPLICATION_MODE": "dev"}
-PROD_SECRETS = {"SECRET_KEY": "prod-secret", "PFCON_USER": "alice", "PFCON_PASSWORD": "alice-pw"}
+PROD_KEY = "prod-secret-0123456789abcdefghijklmnop"
+PROD_SECRETS = {"SECRET_KEY": PROD_KEY, "PFCON_USER": "alice", "PFCON_PASSWORD": "alice-pw"}
+RESOLVED = (
+    "application_mode", "storage_env", "container_env", "compute_volume_type", "storebase_host",
+    "secret_key", "pfcon_user", "pfcon_password", "job_labels", "container_user",
+)
 
 
-def dev(**env: str) -> Settings:
+def flat(s: Settings) -> Any:
+    """Every setting under one flat name (sections merged, resolved views on top)."""
+    values: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = msgspec.structs.asdict(getattr(s, name))
+        prefix = f"{name}_" if name in ("swift", "docker") else ""
+        values.update({prefix + k: v for k, v in section.items()})
+    values["innetwork"] = s.storage.innetwork
+    values.update({name: getattr(s, name) for name in RESOLVED})
+    return SimpleNamespace(**values)
+
+
+def load_settings(env: dict[str, str]) -> Any:
+    return flat(_load_settings(env))
+
+
+def dev(**env: str) -> Any:
     return load_settings({**DEV, **env})
 
 
 def config_error(env: dict[str, str]) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        load_settings(env)
+        _load_settings(env)
     return info.value
 
 
@@ -76,7 +94,7 @@ def test_production_requires_each_secret(missing: str) -> None:
 def test_production_with_secrets_uses_them() -> None:
     s = load_settings(PROD_SECRETS)
     assert s.application_mode == "production"
-    assert s.secret_key == "prod-secret"
+    assert s.secret_key == PROD_KEY
     assert (s.pfcon_user, s.pfcon_password) == ("alice", "alice-pw")
 
 
@@ -432,9 +450,9 @@ def test_pick_stays_inside_the_ranges_and_covers_them() -> None:
 
 
 def test_repr_never_shows_secrets() -> None:
-    s = load_settings(
+    s = _load_settings(
         {
-            "SECRET_KEY": "TOPSECRET-signing-key",
+            "SECRET_KEY": "TOPSECRET-signing-key-0123456789abcdef",
             "PFCON_USER": "alice",
             "PFCON_PASSWORD": "hunter2-password",
             "PFCON_INNETWORK": "true",
@@ -452,6 +470,92 @@ def test_repr_never_shows_secrets() -> None:
 
 
 def test_repr_of_dev_defaults_hides_dev_secrets() -> None:
-    text = repr(load_settings(DEV))
+    text = repr(_load_settings(DEV))
     assert DEV_SECRET_KEY not in text
     assert "pfcon1234" not in text
+
+
+# -- failing closed (production) --------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["prod", "Production", "PRODUCTION", "development", "Dev", "test", " "])
+def test_application_mode_accepts_only_its_documented_values(mode: str) -> None:
+    env = {**PROD_SECRETS, "APPLICATION_MODE": mode}
+    if not mode.strip():
+        assert _load_settings(env).application_mode == "production"  # empty = unset
+        return
+    e = config_error(env)
+    assert e.variable == "APPLICATION_MODE"
+    assert "production" in str(e) and "dev" in str(e)
+
+
+def test_production_refuses_the_dev_secret_key() -> None:
+    e = config_error({**PROD_SECRETS, "SECRET_KEY": DEV_SECRET_KEY})
+    assert e.variable == "SECRET_KEY"
+    assert DEV_SECRET_KEY not in str(e)
+
+
+@pytest.mark.parametrize("key", ["s3cr3t", "short-key", "x" * 31, "é" * 15])
+def test_production_refuses_a_secret_key_too_short_for_hs256(key: str) -> None:
+    e = config_error({**PROD_SECRETS, "SECRET_KEY": key})
+    assert e.variable == "SECRET_KEY"
+    assert "32" in str(e)
+    assert key not in str(e)
+
+
+def test_production_accepts_a_32_byte_secret_key() -> None:
+    assert _load_settings({**PROD_SECRETS, "SECRET_KEY": "k" * 32}).secret_key == "k" * 32
+
+
+def test_production_refuses_the_dev_password() -> None:
+    e = config_error({**PROD_SECRETS, "PFCON_PASSWORD": "pfcon1234"})
+    assert e.variable == "PFCON_PASSWORD"
+    assert "pfcon1234" not in str(e)
+
+
+def test_dev_mode_still_has_pfcon_dev_defaults() -> None:
+    s = _load_settings(DEV)
+    assert (s.pfcon_user, s.pfcon_password, s.secret_key) == ("pfcon", "pfcon1234", DEV_SECRET_KEY)
+
+
+def test_secrets_are_not_shown_in_errors_about_them() -> None:
+    e = config_error({**PROD_SECRETS, "SECRET_KEY": "tiny-secret"})
+    assert "tiny-secret" not in str(e)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("MAX_HEADER_BYTES", "10"),
+        ("MAX_HEADER_BYTES", "lots"),
+        ("HEADER_TIMEOUT", "0"),
+        ("BODY_TIMEOUT", "-1"),
+        ("MAX_BODY_BYTES", "1"),
+        ("MAX_UPLOADS", "0"),
+        ("ZIP_MAX_RATIO", "-2"),
+        ("STOREBASE_RESERVE_BYTES", "1k"),
+        ("WORKER_THREADS", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("OUTPUT_ZIP_COMPRESSION", "bzip2"),
+        ("UPLOAD_DIR", "relative/dir"),
+    ],
+)
+def test_every_typed_setting_names_its_variable(variable: str, raw: str) -> None:
+    e = config_error({**DEV, variable: raw})
+    assert e.variable == variable
+    assert variable in str(e)
+
+
+def test_limits_have_safe_defaults_and_can_be_set() -> None:
+    s = _load_settings(DEV)
+    assert s.http.max_header_bytes == 64 * 1024
+    assert s.zip.max_ratio == 500
+    assert s.zip.max_uncompressed_bytes <= 16 * 1024**3
+    assert s.http.zip_max_upload_bytes <= 16 * 1024**3
+    assert _load_settings({**DEV, "MAX_HEADER_BYTES": "8192"}).http.max_header_bytes == 8192
+    assert _load_settings({**DEV, "LOG_LEVEL": "debug"}).app.log_level == "DEBUG"
+
+
+def test_docker_connection_is_read_here_not_by_the_adapter() -> None:
+    s = _load_settings({**DEV, "DOCKER_HOST": "unix:///run/podman/podman.sock"})
+    assert s.docker.host == "unix:///run/podman/podman.sock"

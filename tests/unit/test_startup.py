@@ -41,7 +41,7 @@ def test_serve_refuses_a_bad_configuration(env: dict[str, str], variable: str, f
 
 
 def test_cli_job_commands_report_configuration_errors_too() -> None:
-    result = run_pfcon("status", "chris-jid-1", APPLICATION_MODE="dev", CONTAINER_ENV="swarm")
+    result = run_pfcon("status", "chris-jid-1", "--in-process", APPLICATION_MODE="dev", CONTAINER_ENV="swarm")
     assert result.returncode == 2
     assert "CONTAINER_ENV" in result.stderr
 
@@ -50,7 +50,7 @@ def test_secrets_never_appear_in_settings_repr() -> None:
     from pfcon.config import load_settings
 
     settings = load_settings(
-        {"APPLICATION_MODE": "production", "SECRET_KEY": "topsecretkey", "PFCON_USER": "u",
+        {"APPLICATION_MODE": "production", "SECRET_KEY": "topsecretkey-0123456789abcdefghijkl", "PFCON_USER": "u",
          "PFCON_PASSWORD": "pw-secret", "COMPUTE_VOLUME_TYPE": "host", "STOREBASE": "/x"}
     )
     assert "topsecretkey" not in repr(settings) and "pw-secret" not in repr(settings)

@@ -15,7 +15,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from ...config import ContainerUser
+from .options import ContainerUser
 from ...domain.errors import (
     BackendUnavailable,
     ImageNotAvailable,

@@ -71,6 +71,9 @@ class FakeStorage:
     def ping(self) -> None:
         pass
 
+    def recover(self) -> list[str]:
+        return []  # staging is atomic in memory
+
     def delete(self, jid: str) -> None:
         with self._lock:
             self.incoming.pop(jid, None)

@@ -71,6 +71,9 @@ class _SharedStorage(abc.ABC):
     def validate(self, jid: str, request: StagingRequest) -> None:
         self._checked(request)
 
+    def recover(self) -> list[str]:
+        return self.storebase.recover()
+
     def ping(self) -> None:
         self.storebase.ping()
 

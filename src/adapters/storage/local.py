@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import shutil
 import stat
@@ -24,6 +25,7 @@ from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedD
 log = structlog.get_logger(__name__)
 
 LINK_SUFFIX = ".chrislink"
+STAGING_MARKER = ".staging"  # in key-<jid>/ while its input is being staged
 CHUNK = 1024 * 1024
 
 
@@ -175,28 +177,77 @@ class StoreBase:
         return os.path.join(self.key_dir(jid), "outgoing")
 
     def claim(self, jid: str) -> str:
-        """Create ``key-<jid>/`` atomically; the claim that makes job ids unique."""
+        """Create ``key-<jid>/`` atomically; the claim that makes job ids unique.
+
+        A ``key-<jid>/`` left half-staged by a crashed server is removed and claimed anew.
+        """
         os.makedirs(self.root, exist_ok=True)
         path = self.key_dir(jid)
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            raise JobAlreadyExists(jid) from None
-        return path
+        for _ in range(2):
+            try:
+                os.mkdir(path, 0o755)
+                return path
+            except FileExistsError:
+                if not self.unfinished(jid):
+                    break
+                log.warning("stale_staging_removed", job_id=jid)
+                self.delete(jid)
+        raise JobAlreadyExists(jid)
 
     @contextlib.contextmanager
     def claimed(self, jid: str, with_dirs: bool = True) -> Iterator[str]:
         """Claim ``key-<jid>/`` (optionally with ``incoming/`` and ``outgoing/``) for
-        staging; on any error inside the block everything is removed again."""
+        staging; on any error inside the block everything is removed again.
+
+        While the block runs, ``key-<jid>/.staging`` exists and this process holds an
+        exclusive ``flock`` on it; it is removed last, when staging is complete. A
+        ``.staging`` that nobody holds is the mark of a crash mid-staging.
+        """
         path = self.claim(jid)
+        marker = -1
         try:
+            marker = os.open(os.path.join(path, STAGING_MARKER), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fcntl.flock(marker, fcntl.LOCK_EX)
             if with_dirs:
                 os.mkdir(self.incoming(jid))
                 os.mkdir(self.outgoing(jid))
             yield path
+            os.unlink(os.path.join(path, STAGING_MARKER))
         except BaseException:
             self.delete(jid)
             raise
+        finally:
+            if marker >= 0:
+                os.close(marker)
+
+    def unfinished(self, jid: str) -> bool:
+        """Whether ``key-<jid>/`` was left half-staged: its marker exists and nobody holds it."""
+        try:
+            fd = os.open(os.path.join(self.key_dir(jid), STAGING_MARKER), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # being staged right now
+        finally:
+            os.close(fd)
+        return True
+
+    def recover(self) -> list[str]:
+        """Remove every ``key-<jid>/`` whose staging never finished (a crash); return the ids."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        swept = []
+        for name in names:
+            if name.startswith("key-") and self.unfinished(jid := name[len("key-") :]):
+                self.delete(jid)
+                swept.append(jid)
+        if swept:
+            log.warning("stale_staging_removed", count=len(swept), job_ids=swept[:20])
+        return swept
 
     def exists(self, jid: str) -> bool:
         return os.path.isdir(self.key_dir(jid))

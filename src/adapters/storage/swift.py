@@ -160,6 +160,9 @@ class SwiftStorage:
             nfiles = len(items) - expand_links(incoming)
         return self.storebase.staged(jid, nfiles)
 
+    def recover(self) -> list[str]:
+        return self.storebase.recover()
+
     def ping(self) -> None:
         """storeBase is usable and Swift answers now (one try, short timeout)."""
         self.storebase.ping()

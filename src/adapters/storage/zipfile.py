@@ -36,7 +36,7 @@ class ZipLimits:
     max_uncompressed_bytes: int = 16 * GiB
     # Largest expansion factor (uncompressed / compressed) of a member and of the whole
     # archive, checked once the uncompressed size exceeds ratio_min_bytes; 0 disables it.
-    max_ratio: int = 100
+    max_ratio: int = 500
     # Members (and archives) up to this uncompressed size are exempt from the ratio check.
     ratio_min_bytes: int = MiB
     # Free space that must remain on storeBase's filesystem after extraction.
@@ -78,7 +78,7 @@ def _too_large(limits: ZipLimits) -> InputTooLarge:
 def _no_room(needs: str, free_bytes: int, limits: ZipLimits) -> StorageFull:
     return StorageFull(
         f"not enough free space on storeBase for the input: needs {needs} bytes, "
-        f"{free_bytes} free, {limits.reserve_bytes} reserved (ZIP_RESERVE_BYTES)"
+        f"{free_bytes} free, {limits.reserve_bytes} reserved (STOREBASE_RESERVE_BYTES)"
     )
 
 
@@ -225,6 +225,9 @@ class ZipFileStorage:
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)
+
+    def recover(self) -> list[str]:
+        return self.storebase.recover()
 
     def ping(self) -> None:
         self.storebase.ping()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -20,6 +19,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from ...domain.errors import InputTooLarge, InvalidFields, InvalidJobSpec
 from ...domain.model import JobSpec, PluginType, Resources
+from .spool import UploadSpool, no_space
 
 MISSING = "Missing required parameter in the post body"
 MAX_FIELD_BYTES = 1024 * 1024
@@ -113,27 +113,43 @@ def parse_urlencoded(body: bytes) -> FormData:
 async def parse_multipart(
     stream: AsyncIterator[bytes],
     boundary: str,
-    upload_dir: str | None,
+    spool: UploadSpool,
     max_upload_bytes: int,
     upload_field: str = "data_file",
 ) -> FormData:
     """Parse multipart/form-data incrementally.
 
-    The part named ``upload_field`` goes to a temporary file (written from a
-    worker thread in batches); other parts are small text fields kept in memory.
-    Nothing is kept whole in memory, whatever the upload size.
+    The part named ``upload_field`` goes to a file in the upload spool (written from a
+    worker thread in batches, the spool's free-space reserve checked before each);
+    other parts are small text fields kept in memory. Nothing is kept whole in memory,
+    whatever the upload size, and on any error nothing is left in the spool.
     """
     form = FormData()
-    upload = None
+    upload: BinaryIO | None = None
     pending = bytearray()
     uploaded = 0
     form_bytes = 0
+
+    def write(data: bytes) -> None:
+        assert upload is not None
+        spool.check_room(len(data))
+        try:
+            upload.write(data)
+        except OSError as e:
+            raise no_space(e) or e from None
 
     async def flush() -> None:
         if pending and upload is not None:
             data = bytes(pending)
             pending.clear()
-            await anyio.to_thread.run_sync(upload.write, data)
+            await anyio.to_thread.run_sync(write, data)
+
+    def finish() -> None:
+        assert upload is not None
+        try:
+            upload.close()
+        except OSError as e:
+            raise no_space(e) or e from None
 
     try:
         with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=MAX_PARTS) as parser:
@@ -146,7 +162,7 @@ async def parse_multipart(
                     if isinstance(event, MultipartSegment):
                         segment = event
                         if segment.name == upload_field and upload is None:
-                            fd, path = tempfile.mkstemp(prefix="pfcon-upload-", suffix=".zip", dir=upload_dir)
+                            fd, path = spool.new_file()
                             form.upload_path = path
                             upload = os.fdopen(fd, "wb")
                     elif event:
@@ -175,6 +191,8 @@ async def parse_multipart(
                         text.clear()
                         segment = None
         await flush()
+        if upload is not None:
+            await anyio.to_thread.run_sync(finish)
     except MultipartError as e:
         _close(upload)
         form.discard_upload()
@@ -183,8 +201,6 @@ async def parse_multipart(
         _close(upload)
         form.discard_upload()
         raise
-    if upload is not None:
-        await anyio.to_thread.run_sync(upload.close)
     return form
 
 

@@ -1,0 +1,190 @@
+"""Backend faults, crash leftovers and the upload spool (issue 7, points 5 and 6)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
+from pfcon.adapters.compute.fake import FakeCompute
+from pfcon.adapters.storage.local import STAGING_MARKER, StoreBase
+from pfcon.domain.errors import BackendUnavailable, JobAlreadyExists, ServerBusy, StorageFull
+from pfcon.entrypoints.http.spool import UploadSpool
+
+from ..conftest import Api, spooled_uploads, tree
+
+# -- backends down: 503 naming the backend, readiness ------------------------------------
+
+
+def test_ready_reports_each_backend(api: Api) -> None:
+    r = api.client.get("/api/v1/ready/")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True
+    assert {(b["kind"], b["name"], b["ok"]) for b in body["backends"]} == {
+        ("compute", "docker", True),
+        ("storage", "zipfile", True),
+    }
+
+
+def test_compute_down_is_503_naming_it_and_recovers(app_factory: Callable[..., Api]) -> None:
+    compute = FakeCompute()
+    api = app_factory(compute)
+    assert api.submit("chris-jid-1").status_code == 201
+    compute.down = "Docker engine unavailable: cannot connect to the engine"
+
+    for r in (api.get("/jobs/chris-jid-1/"), api.submit("chris-jid-2"), api.delete("/jobs/chris-jid-1/")):
+        assert r.status_code == 503, r.text
+        assert "Docker engine" in r.json()["message"]
+    assert not os.path.exists(os.path.join(api.storebase, "key-chris-jid-2"))  # nothing half-staged
+
+    ready = api.client.get("/api/v1/ready/")
+    assert ready.status_code == 503
+    assert "Docker engine" in ready.json()["message"]
+    assert api.client.get("/api/v1/health/").json() == {"health": "OK"}  # pfcon's health/ is unchanged
+
+    compute.down = None  # the engine is back: the same app answers again
+    assert api.get("/jobs/chris-jid-1/").status_code == 200
+    assert api.client.get("/api/v1/ready/").status_code == 200
+
+
+def test_unreachable_docker_engine_is_backend_unavailable_naming_it() -> None:
+    import docker
+
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41", timeout=2)
+    compute = DockerCompute(client, DockerOptions(storebase="/tmp"))
+    for call in (compute.ping, lambda: compute.state("chris-jid-1", 10), lambda: compute.remove("chris-jid-1")):
+        with pytest.raises(BackendUnavailable, match="Docker engine"):
+            call()
+    podman = DockerCompute(client, DockerOptions(storebase="/tmp", engine_name="Podman service"))
+    with pytest.raises(BackendUnavailable, match="Podman service"):
+        podman.ping()
+
+
+# -- disk full: 507, nothing left behind ----------------------------------------------------
+
+
+def test_no_room_for_an_upload_is_507_and_leaves_nothing(app_factory: Callable[..., Api], tmp_path: Any) -> None:
+    api = app_factory(STOREBASE_RESERVE_BYTES=str(2**62))  # more than any disk has free
+    r = api.submit("chris-jid-1")
+    assert r.status_code == 507, r.text
+    assert "STOREBASE_RESERVE_BYTES" in r.json()["message"]
+    assert tree(api.storebase) == []
+    assert spooled_uploads(str(tmp_path / "uploads")) == []
+
+
+def test_enospc_while_staging_is_507_and_rolled_back(app_factory: Callable[..., Api], monkeypatch: Any) -> None:
+    import errno
+
+    from pfcon.adapters.storage import zipfile as zipstorage
+
+    def full(*_: Any, **__: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    api = app_factory()
+    monkeypatch.setattr(zipstorage, "extract_zip", full)
+    r = api.submit("chris-jid-1")
+    assert r.status_code == 507, r.text
+    assert "space" in r.json()["message"]
+    assert tree(api.storebase) == []
+
+
+# -- the upload spool --------------------------------------------------------------------
+
+
+def test_spool_sweeps_dirs_of_dead_processes_but_not_live_ones(tmp_path: Any) -> None:
+    root = str(tmp_path / "spool")
+    dead = os.path.join(root, "proc-999999-dead")
+    os.makedirs(dead)
+    open(os.path.join(dead, ".lock"), "w").close()
+    open(os.path.join(dead, "upload-x.zip"), "wb").write(b"partial upload")
+
+    live = UploadSpool(root, max_uploads=4, reserve_bytes=0)
+    live.start()
+    other = UploadSpool(root, max_uploads=4, reserve_bytes=0)
+    other.start()  # sweeps: the dead dir goes, the live one stays
+    assert not os.path.exists(dead)
+    assert live.dir is not None and os.path.isdir(live.dir)
+    live.stop()
+    assert other.sweep() == []
+    other.stop()
+    assert os.listdir(root) == []
+
+
+def test_spool_bounds_uploads_in_flight(tmp_path: Any) -> None:
+    spool = UploadSpool(str(tmp_path), max_uploads=2, reserve_bytes=0)
+    with spool.slot(), spool.slot():
+        with pytest.raises(ServerBusy, match="MAX_UPLOADS"):
+            with spool.slot():
+                pass
+    with spool.slot():
+        assert spool.in_flight == 1
+    assert spool.in_flight == 0
+
+
+def test_spool_keeps_its_reserve_free(tmp_path: Any) -> None:
+    spool = UploadSpool(str(tmp_path), max_uploads=2, reserve_bytes=2**62)
+    spool.start()
+    with pytest.raises(StorageFull):
+        spool.check_room(1)
+    spool.stop()
+
+
+# -- half-staged job data after a crash --------------------------------------------------------
+
+
+def crashed_staging(storebase: StoreBase, jid: str) -> None:
+    """What a server killed mid-extraction leaves: key-<jid>/ with an unheld marker."""
+    os.makedirs(storebase.incoming(jid))
+    open(os.path.join(storebase.incoming(jid), "half.dat"), "wb").write(b"x" * 10)
+    open(os.path.join(storebase.key_dir(jid), STAGING_MARKER), "w").close()
+
+
+def test_staging_marker_exists_only_while_staging(tmp_path: Any) -> None:
+    sb = StoreBase(str(tmp_path))
+    with sb.claimed("chris-jid-1"):
+        assert os.path.exists(os.path.join(sb.key_dir("chris-jid-1"), STAGING_MARKER))
+        assert not sb.unfinished("chris-jid-1")  # held by this staging
+        with pytest.raises(JobAlreadyExists):
+            sb.claim("chris-jid-1")  # a concurrent duplicate is refused, not swept
+    assert sorted(os.listdir(sb.key_dir("chris-jid-1"))) == ["incoming", "outgoing"]
+    assert sb.recover() == []
+
+
+def test_recover_sweeps_crashed_staging_only(tmp_path: Any) -> None:
+    sb = StoreBase(str(tmp_path))
+    crashed_staging(sb, "chris-jid-1")
+    with sb.claimed("chris-jid-2"):
+        pass  # complete
+    os.makedirs(sb.key_dir("chris-jid-3"))  # written by pfcon or an older version: left alone
+    assert sb.recover() == ["chris-jid-1"]
+    assert sorted(os.listdir(str(tmp_path))) == ["key-chris-jid-2", "key-chris-jid-3"]
+
+
+def test_resubmitting_after_a_crash_mid_staging_works(tmp_path: Any) -> None:
+    sb = StoreBase(str(tmp_path))
+    crashed_staging(sb, "chris-jid-1")
+    with sb.claimed("chris-jid-1"):
+        assert os.listdir(sb.incoming("chris-jid-1")) == []  # the half-extracted data is gone
+
+
+def test_server_start_sweeps_crashed_staging(app_factory: Callable[..., Api], storebase: str) -> None:
+    crashed_staging(StoreBase(storebase), "chris-jid-1")
+    api = app_factory()
+    assert tree(api.storebase) == []
+    assert api.submit("chris-jid-1").status_code == 201
+
+
+def test_a_held_marker_is_never_swept(tmp_path: Any) -> None:
+    sb = StoreBase(str(tmp_path))
+    crashed_staging(sb, "chris-jid-1")
+    fd = os.open(os.path.join(sb.key_dir("chris-jid-1"), STAGING_MARKER), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another server is staging it right now
+        assert sb.recover() == []
+    finally:
+        os.close(fd)
