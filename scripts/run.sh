@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 say() { echo "run.sh: $*" >&2; }
 
 bash scripts/install.sh
-if [ "${CONTAINER_ENV:-docker}" = docker ] || [ "${CONTAINER_ENV:-}" = podman ]; then
+if [ "${CONTAINER_ENV:-docker}" = docker ] && [ -z "${DOCKER_HOST:-}" ]; then
+    bash scripts/docker-engine.sh start
+    # The small image of the README's examples (seconds; a no-op once built).
+    bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
+elif [ "${CONTAINER_ENV:-}" = podman ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/docker-engine.sh start
 fi
 
