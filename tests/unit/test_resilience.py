@@ -188,3 +188,42 @@ def test_a_held_marker_is_never_swept(tmp_path: Any) -> None:
         assert sb.recover() == []
     finally:
         os.close(fd)
+
+
+# -- bodies capped per route -----------------------------------------------------------------
+
+
+def test_an_oversized_json_body_is_413(api: Api) -> None:
+    r = api.client.post(
+        "/api/v1/auth-token/",
+        content=b'{"pfcon_user": "' + b"u" * (2 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert "message" in r.json()
+
+
+def test_json_body_cap_is_configurable(app_factory: Callable[..., Api]) -> None:
+    api = app_factory(MAX_BODY_BYTES="8192")
+    body = b'{"pfcon_user": "pfcon", "pfcon_password": "pfcon1234", "pad": "' + b"x" * 9000 + b'"}'
+    r = api.client.post("/api/v1/auth-token/", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_an_oversized_urlencoded_form_is_413(api: Api) -> None:
+    r = api.post(
+        "/jobs/",
+        content=b"jid=chris-jid-1&pad=" + b"x" * (17 * 1024 * 1024),
+        headers={**api.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413
+    assert tree(api.storebase) == []
+
+
+def test_an_oversized_upload_is_413_and_leaves_nothing(app_factory: Callable[..., Api], tmp_path: Any) -> None:
+    api = app_factory(ZIP_MAX_UPLOAD_BYTES="1000")
+    r = api.submit("chris-jid-1", zip_bytes=b"PK" + b"\0" * 5000)
+    assert r.status_code == 413
+    assert "1000" in r.json()["message"]
+    assert tree(api.storebase) == []
+    assert spooled_uploads(str(tmp_path / "uploads")) == []
