@@ -160,11 +160,6 @@ def test_oversized_headers_are_431_with_bounded_memory(hostile: Server) -> None:
     _no_errors_logged(hostile)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a head just over MAX_HEADER_BYTES that arrives in one socket read is parsed and "
-    "served (the size is only checked while the head is still incomplete after a read)",
-)
 @pytest.mark.parametrize("kib", [80, 120])
 def test_head_just_over_the_limit_in_one_write_is_431(hostile: Server, kib: int) -> None:
     conn = RawConn(port_of(hostile), timeout=10)

@@ -38,6 +38,10 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     return head + body
 
 
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to abandon a request whose head is too large."""
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     limits = ConnectionLimits()
 
@@ -45,6 +49,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
+        self._head_exact = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
 
@@ -66,12 +71,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
             )
 
+    # The exact size of a head that arrived whole in one read is only known here.
+    def on_url(self, url: bytes) -> None:
+        self._head_exact += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_exact += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        exact, self._head_exact = self._head_exact, 0
         self._in_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
+        if exact > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
+            raise HeadTooLarge  # stops the parser: the request is never dispatched
         self._arm_body_timer()
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # not after a 431/408 already sent
+            super().send_400_response(msg)
 
     def on_message_complete(self) -> None:
         self._cancel_body_timer()
