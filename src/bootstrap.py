@@ -7,14 +7,16 @@ the same container and override ports with fakes.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from typing import Any
 
 from dependency_injector import containers, providers
 
-from . import __version__
+from . import __version__, registry
 from .config import SWIFT_DEV_DEFAULTS, ConfigError, Settings
-from .domain.model import ServerInfo
+from .domain.model import ComputeCapabilities, ServerInfo
+from .registry import SchedulerEntry
 from .domain.services import AuthService, JobOptions, JobService
 
 
@@ -43,8 +45,13 @@ def _engine_name(settings: Settings) -> str:
     return "Docker engine"
 
 
-def _docker_compute(settings: Settings, client: Any) -> Any:
+# -- factories, one per registry entry (src/registry.py names them) ---------------------
+
+
+def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
     from .adapters.compute.docker import DockerCompute, DockerOptions, discover_storebase
+
+    client = _docker_client(settings)
 
     storebase = settings.storebase_host
     if settings.compute_volume_type == "docker_local_volume":
@@ -65,8 +72,15 @@ def _docker_compute(settings: Settings, client: Any) -> Any:
             pull_images=settings.compute.pull_images,
             network=settings.compute.job_network,
             engine_name=_engine_name(settings),
+            capabilities=_podman_capabilities(entry) if _engine_name(settings) == "Podman service" else entry.capabilities,
         ),
     )
+
+
+def _podman_capabilities(entry: SchedulerEntry) -> ComputeCapabilities:
+    # Podman's Docker-compatible API drops GPU requests silently (the adapter detects and
+    # refuses them): GPUs are not a capability of this engine.
+    return dataclasses.replace(entry.capabilities, gpus=False)
 
 
 def _storebase(settings: Settings) -> Any:
@@ -75,7 +89,7 @@ def _storebase(settings: Settings) -> Any:
     return StoreBase(settings.storage.storebase_mount)
 
 
-def _zipfile_storage(settings: Settings, storebase: Any) -> Any:
+def zipfile_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.zipfile import ZipFileStorage, ZipLimits
 
     return ZipFileStorage(
@@ -95,19 +109,19 @@ def _zip_compression(settings: Settings) -> int:
     return zipfile.ZIP_DEFLATED if settings.storage.output_zip_compression == "deflated" else zipfile.ZIP_STORED
 
 
-def _filesystem_storage(settings: Settings, storebase: Any) -> Any:
+def filesystem_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.filesystem import FileSystemStorage
 
     return FileSystemStorage(storebase, workers=settings.storage.staging_workers)
 
 
-def _fslink_storage(settings: Settings, storebase: Any) -> Any:
+def fslink_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.filesystem import FsLinkStorage
 
     return FsLinkStorage(storebase, workers=settings.storage.staging_workers)
 
 
-def _swift_storage(settings: Settings, storebase: Any) -> Any:
+def swift_storage(settings: Settings, storebase: Any) -> Any:
     from .adapters.storage.swift import SwiftSettings, SwiftStorage
 
     swift = swift_options(settings)
@@ -169,23 +183,33 @@ def job_options(settings: Settings) -> JobOptions:
     )
 
 
+def _factory(name: str) -> Any:
+    factory = globals().get(name)
+    if not callable(factory):
+        raise LookupError(f"the registry names a factory {name!r} that the composition root does not have")
+    return factory
+
+
+def _compute(settings: Settings) -> Any:
+    entry = registry.scheduler(settings.container_env)
+    if entry is None:  # load_settings refuses this already
+        raise ConfigError("CONTAINER_ENV", f"unsupported value {settings.compute.container_env!r}")
+    return _factory(entry.factory)(settings, entry)
+
+
+def _storage(settings: Settings, storebase: Any) -> Any:
+    entry = registry.storage_mode(settings.storage_env)
+    if entry is None:
+        raise ConfigError("STORAGE_ENV", f"unsupported value {settings.storage_env!r}")
+    return _factory(entry.factory)(settings, storebase)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
     storebase = providers.Singleton(_storebase, settings)
-    docker_client = providers.Singleton(_docker_client, settings)
-
-    compute = providers.Selector(
-        settings.provided.container_env,
-        docker=providers.Singleton(_docker_compute, settings, docker_client),
-    )
-    storage = providers.Selector(
-        settings.provided.storage_env,
-        zipfile=providers.Singleton(_zipfile_storage, settings, storebase),
-        filesystem=providers.Singleton(_filesystem_storage, settings, storebase),
-        fslink=providers.Singleton(_fslink_storage, settings, storebase),
-        swift=providers.Singleton(_swift_storage, settings, storebase),
-    )
+    compute = providers.Singleton(_compute, settings)
+    storage = providers.Singleton(_storage, settings, storebase)
     auth = providers.Singleton(_jwt_auth, settings)
 
     job_service = providers.Singleton(

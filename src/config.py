@@ -18,17 +18,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from . import registry
 from .adapters.compute.options import ContainerUser, parse_container_user
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
-CONTAINER_ENVS_BUILT = ("docker",)
-CONTAINER_ENVS_PLANNED = ("swarm", "kubernetes", "openshift", "cromwell", "slurm")
-STORAGE_ENVS_OUT_OF_NETWORK = ("zipfile",)
-STORAGE_ENVS_IN_NETWORK = ("swift", "filesystem", "fslink")
-STORAGE_ENVS_BUILT = ("zipfile", "filesystem", "fslink", "swift")
-VOLUME_TYPES = {"docker": ("docker_local_volume", "host")}
+# Derived from the adapter registry, the one list of schedulers and storage modes.
+CONTAINER_ENVS_BUILT = registry.scheduler_names()
+STORAGE_ENVS_BUILT = registry.storage_names()
+STORAGE_ENVS_OUT_OF_NETWORK = tuple(e.name for e in registry.STORAGE_MODES if not e.innetwork)
+STORAGE_ENVS_IN_NETWORK = tuple(e.name for e in registry.STORAGE_MODES if e.innetwork)
+VOLUME_TYPES = {e.name: e.volume_types for e in registry.SCHEDULERS}
 
 DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production"  # noqa: S105 (dev default)
 DEV_USER, DEV_PASSWORD = "pfcon", "pfcon1234"  # pfcon's dev credentials
@@ -182,7 +183,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def container_env(self) -> str:
-        return "docker" if self.compute.container_env == "podman" else self.compute.container_env
+        """The scheduler's registry name (an alias such as ``podman`` resolved)."""
+        entry = registry.scheduler(self.compute.container_env)
+        return entry.name if entry else self.compute.container_env
 
     @property
     def compute_volume_type(self) -> str:
@@ -324,23 +327,22 @@ def _validate_storage(s: Settings) -> str:
     storage_env = s.storage.storage_env or ("swift" if innetwork else "zipfile")
     allowed = STORAGE_ENVS_IN_NETWORK if innetwork else STORAGE_ENVS_OUT_OF_NETWORK
     if storage_env not in allowed:
+        if innetwork and storage_env in registry.PLANNED_STORAGE:
+            raise ConfigError("STORAGE_ENV", f"{storage_env!r} storage is not available in this build yet")
         where = "with PFCON_INNETWORK=true" if innetwork else "unless PFCON_INNETWORK=true"
         raise ConfigError(
             "STORAGE_ENV", f"unsupported value {storage_env!r} {where}; allowed: {', '.join(allowed)}"
         )
-    if storage_env not in STORAGE_ENVS_BUILT:
-        raise ConfigError("STORAGE_ENV", f"{storage_env!r} storage is not available in this build yet")
     return storage_env
 
 
 def _validate_compute(s: Settings) -> None:
     raw = s.compute.container_env
-    if s.container_env not in CONTAINER_ENVS_BUILT:
-        if s.container_env in CONTAINER_ENVS_PLANNED:
-            raise ConfigError(
-                "CONTAINER_ENV", f"{raw!r} is not available in this build yet; supported: docker, podman"
-            )
-        raise ConfigError("CONTAINER_ENV", f"unsupported value {raw!r}")
+    if registry.scheduler(raw) is None:
+        supported = ", ".join(n for e in registry.SCHEDULERS for n in (e.name, *e.aliases))
+        if raw in registry.PLANNED_SCHEDULERS:
+            raise ConfigError("CONTAINER_ENV", f"{raw!r} is not available in this build yet; supported: {supported}")
+        raise ConfigError("CONTAINER_ENV", f"unsupported value {raw!r}; supported: {supported}")
     volume_types = VOLUME_TYPES[s.container_env]
     volume_type = s.compute_volume_type
     if volume_type not in volume_types:

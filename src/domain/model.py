@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 INPUT_DIR = "/share/incoming"
 OUTPUT_DIR = "/share/outgoing"
 
+# Every scheduler object this server creates carries this label (pfcon's), set by the
+# domain so that no adapter can forget it or spell it differently.
+JOB_TYPE_LABEL = "org.chrisproject.job_type"
+
 # A job id becomes a Docker container name, a Swarm service name, a Kubernetes
 # Job name (RFC 1123 label, lower case, <= 63 characters), a SLURM job name and a
 # directory name ``key-<jid>``.  Only the intersection of those is accepted.
@@ -104,6 +108,25 @@ class StagedData:
     path: str  # the input location as the server sees it (pfcon's data.path)
     mounts: tuple[Mount, ...]
     timestamp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeCapabilities:
+    """What a scheduler can do beyond the core every adapter provides (create one job
+    from an image and a command, report its status and logs, remove it)."""
+
+    max_workers: int = 1  # pods/tasks of one job (number_of_workers)
+    checks_image_at_submit: bool = True  # an absent image is refused synchronously
+    unique_names: bool = True  # the scheduler itself refuses a second job of a name
+    gpus: bool = True  # can grant gpu_limit > 0 (if the hosts have GPUs)
+    hard_memory_limit: bool = True  # a job past memory_limit is killed
+
+    def workers_problem(self, workers: int) -> str | None:
+        if workers > self.max_workers:
+            if self.max_workers == 1:
+                return f"Compute environment only supports number_of_workers=1, got number_of_workers={workers}"
+            return f"Compute environment supports at most {self.max_workers} workers, got number_of_workers={workers}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .model import ContainerJob, JobInfo, JobState, OutputListing, Resources, StagedData
+from .model import ComputeCapabilities, ContainerJob, JobInfo, JobState, OutputListing, Resources, StagedData
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,13 @@ class ZipStream:
 
 @runtime_checkable
 class ComputePort(Protocol):
-    """A scheduler that runs one container per job, named after the job id."""
+    """A scheduler that runs each job under its job id as name.
+
+    The core (schedule, info, state, remove, ping) is common to every scheduler; what
+    varies between them is declared in ``capabilities`` and enforced by the domain.
+    """
+
+    capabilities: ComputeCapabilities
 
     def check(self, image: str, resources: Resources) -> None:
         """Refuse, without side effects, a job this backend cannot run (image

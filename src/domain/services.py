@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from .command import build_command
 from .errors import (
     DomainError,
+    InvalidJobSpec,
+    ResourceUnavailable,
     ExpiredToken,
     InvalidFields,
     InvalidToken,
@@ -16,6 +18,7 @@ from .errors import (
     MissingToken,
 )
 from .model import (
+    JOB_TYPE_LABEL,
     BackendHealth,
     MAX_CPU_MILLICORES,
     MAX_GPUS,
@@ -118,6 +121,7 @@ class JobService:
         problems = spec_problems(spec)
         if problems:
             raise InvalidFields(problems)
+        self._check_capabilities(spec)
         self.compute.check(spec.image, spec.resources)
         self.storage.validate(spec.jid, request)
         # Uniqueness: stage() claims key-<jid>/ atomically, and the scheduler refuses a
@@ -130,6 +134,7 @@ class JobService:
             env=spec.env + self.options.extra_env,
             resources=spec.resources,
             mounts=data.mounts,
+            labels={JOB_TYPE_LABEL: "plugin"},
         )
         try:
             info = self.compute.schedule(job)
@@ -140,6 +145,17 @@ class JobService:
                 log.exception("rollback of job data failed", extra={"job_id": spec.jid})
             raise
         return SubmittedJob(data=data, info=info)
+
+    def _check_capabilities(self, spec: JobSpec) -> None:
+        """Refuse, before anything is staged, what the scheduler cannot do."""
+        caps = self.compute.capabilities
+        why = caps.workers_problem(spec.resources.number_of_workers)
+        if why:
+            raise InvalidJobSpec(why)
+        if spec.resources.gpu_limit > 0 and not caps.gpus:
+            raise ResourceUnavailable(
+                f"gpu_limit: the {self._server_info.container_env} scheduler of this server cannot provide GPUs"
+            )
 
     def status(self, jid: str) -> JobState:
         self._require_valid_id(jid)

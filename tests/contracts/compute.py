@@ -2,6 +2,12 @@
 
 A subclass provides three fixtures: ``compute`` (the adapter), ``driver`` (turns a
 wanted behaviour into a command and lets the job reach its end) and ``image``.
+
+The core holds for every scheduler. What varies between schedulers is declared by the
+adapter in ``compute.capabilities`` (several workers per job, the image checked at
+submit, names made unique by the scheduler, a hard memory limit) and each such test
+checks the behaviour that matches the declaration — both ways, so a scheduler cannot
+claim what it does not do, nor do what it does not claim.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from pfcon.domain.ports import ComputePort
 
 class Driver(Protocol):
     def script(self, exit_code: int = 0, lines: tuple[str, ...] = (), sleep: int = 0) -> tuple[str, ...]: ...
+
+    def hog(self, mib: int) -> tuple[str, ...]:
+        """A command that tries to hold ``mib`` MiB of memory, then exits 0."""
 
     def settle(self, compute: Any, name: str, timeout: float = 60) -> None:
         """Return once the job has reached a terminal status."""
@@ -86,6 +95,8 @@ class ComputeContract:
         assert compute.state(job.name, 2).logs.splitlines() == ["c", "d"]
 
     def test_duplicate_name_is_refused_and_first_job_untouched(self, compute: Any, driver: Driver, image: str) -> None:
+        if not compute.capabilities.unique_names:
+            pytest.skip("capability not declared: the domain's key-<jid> claim makes names unique")
         job = self.make_job(image, driver.script(0, ("first",)))
         compute.schedule(job)
         with pytest.raises(JobAlreadyExists):
@@ -113,12 +124,45 @@ class ComputeContract:
         with pytest.raises(JobNotFound):
             compute.info(job.name)
 
-    def test_check_refuses_several_workers(self, compute: Any, image: str) -> None:
-        with pytest.raises(InvalidJobSpec, match="number_of_workers=1"):
-            compute.check(image, Resources(2, 1000, 100, 0))
+    # -- capability-flagged -------------------------------------------------------
 
-    def test_check_refuses_an_absent_image(self, compute: Any) -> None:
-        with pytest.raises(ImageNotAvailable):
-            compute.check("local/does-not-exist:404", Resources(1, 1000, 100, 0))
-        with pytest.raises(ImageNotAvailable):
-            compute.schedule(self.make_job("local/does-not-exist:404", ("true",)))
+    def test_workers_beyond_the_capability_are_refused(self, compute: Any, image: str) -> None:
+        n = compute.capabilities.max_workers + 1
+        with pytest.raises(InvalidJobSpec, match="number_of_workers"):
+            compute.check(image, Resources(n, 1000, 100, 0))
+        with pytest.raises(InvalidJobSpec, match="number_of_workers"):
+            compute.schedule(self.make_job(image, ("true",), resources=Resources(n, 500, 64, 0)))
+
+    def test_several_workers_run_when_declared(self, compute: Any, driver: Driver, image: str) -> None:
+        if compute.capabilities.max_workers < 2:
+            pytest.skip("capability not declared: one worker per job")
+        job = self.make_job(image, driver.script(0, ("worker",)), resources=Resources(2, 250, 64, 0))
+        compute.schedule(job)
+        driver.settle(compute, job.name)
+        state = compute.state(job.name, 100)
+        assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
+        assert state.logs.split().count("worker") == 2  # every worker's output
+
+    def test_an_absent_image(self, compute: Any, driver: Driver) -> None:
+        absent = "local/does-not-exist:404"
+        if compute.capabilities.checks_image_at_submit:
+            with pytest.raises(ImageNotAvailable):
+                compute.check(absent, Resources(1, 1000, 100, 0))
+            with pytest.raises(ImageNotAvailable):
+                compute.schedule(self.make_job(absent, ("true",)))
+            return
+        compute.check(absent, Resources(1, 1000, 100, 0))  # cannot know: the nodes pull
+        job = self.make_job(absent, ("true",))
+        compute.schedule(job)
+        wait_for(lambda: "image" in compute.info(job.name).message.lower(), 60, 0.5)
+        assert compute.info(job.name).status is not JobStatus.FINISHED_SUCCESSFULLY
+
+    def test_memory_limit(self, compute: Any, driver: Driver, image: str) -> None:
+        job = self.make_job(image, driver.hog(200), resources=Resources(1, 1000, 32, 0))
+        compute.schedule(job)
+        driver.settle(compute, job.name)
+        status = compute.info(job.name).status
+        if compute.capabilities.hard_memory_limit:
+            assert status is JobStatus.FINISHED_WITH_ERROR
+        else:
+            assert status is JobStatus.FINISHED_SUCCESSFULLY

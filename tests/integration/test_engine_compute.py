@@ -29,6 +29,10 @@ class EngineDriver:
             body = f"{body}; sleep {sleep}" if body else f"sleep {sleep}"
         return ("sh", "-c", f"{body or 'true'}; exit {exit_code}")
 
+    def hog(self, mib: int) -> tuple[str, ...]:
+        # sort holds its whole input in memory; past a hard limit the kernel kills it.
+        return ("sh", "-c", f"head -c {mib * 1024 * 1024} /dev/zero | sort > /dev/null")
+
     def settle(self, compute: DockerCompute, name: str, timeout: float = 60) -> None:
         wait_for(lambda: compute.info(name).status.is_terminal, timeout)
 
@@ -91,6 +95,7 @@ def run(engine: Any, storebase: str, no_stray_engine_containers: None) -> Iterat
                 env=job.get("env", ()),
                 resources=job.get("resources", Resources(1, 500, 64, 0)),
                 mounts=job.get("mounts", ()),
+                labels=job.get("labels", {"org.chrisproject.job_type": "plugin"}),  # as the domain sets it
             )
         )
         EngineDriver().settle(compute, name)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pfcon.adapters.compute.fake import FakeCompute
+from pfcon.domain.model import ComputeCapabilities
 
 from ..contracts.compute import ComputeContract
 
@@ -22,10 +23,20 @@ class FakeDriver:
         self.behaviours[command] = (exit_code, lines)
         return command
 
+    def hog(self, mib: int) -> tuple[str, ...]:
+        command = ("fake-hog", str(mib))
+        self.behaviours[command] = (-1, ("Killed",))
+        return command
+
     def settle(self, compute: FakeCompute, name: str, timeout: float = 60) -> None:
-        exit_code, lines = self.behaviours[compute.jobs[name].job.command]
+        job = compute.jobs[name].job
+        exit_code, lines = self.behaviours[job.command]
+        if exit_code == -1:  # a memory hog: killed past a hard limit, else it just ran
+            killed = compute.capabilities.hard_memory_limit and job.resources.memory_limit < int(job.command[1])
+            exit_code, lines = (137, lines) if killed else (0, ())
         compute.start(name)
-        compute.finish(name, exit_code, "".join(f"{line}\n" for line in lines))
+        workers = job.resources.number_of_workers  # every worker prints the lines
+        compute.finish(name, exit_code, "".join(f"{line}\n" for line in lines) * workers)
 
     def begin(self, compute: FakeCompute, name: str, timeout: float = 60) -> None:
         compute.start(name)
@@ -43,6 +54,15 @@ class TestFakeCompute(ComputeContract):
     @pytest.fixture
     def image(self) -> str:
         return "local/fake:1"
+
+
+class TestFakeComputeOtherCapabilities(TestFakeCompute):
+    """The contract's capability-flagged tests, the other way round."""
+
+    @pytest.fixture
+    def compute(self) -> Any:
+        caps = ComputeCapabilities(max_workers=4, hard_memory_limit=False)
+        return FakeCompute(images={"local/fake:1"}, capabilities=caps)
 
 
 def test_every_configurable_compute_backend_has_a_contract_run() -> None:

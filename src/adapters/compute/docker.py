@@ -7,7 +7,7 @@ import os
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -24,13 +24,12 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
 # the HTTP client's (a refused or dropped connection is not a DockerException).
 ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
-JOB_TYPE_LABEL = "org.chrisproject.job_type"
 
 
 def docker_status(state: Mapping[str, Any]) -> JobStatus:
@@ -81,6 +80,7 @@ class DockerOptions:
     pull_images: bool = False
     network: str | None = None
     engine_name: str = "Docker engine"  # how errors name the backend ("Podman service", ...)
+    capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
 
 def _short(error: Exception) -> str:
@@ -116,6 +116,7 @@ class DockerCompute:
         self.client = client
         self.api = client.api
         self.options = options
+        self.capabilities = options.capabilities
 
     # -- schedule ---------------------------------------------------------
     def _host_config(self, job: ContainerJob) -> dict[str, Any]:
@@ -185,13 +186,10 @@ class DockerCompute:
         except ENGINE_ERRORS as e:
             raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from None
 
-    @staticmethod
-    def _check_workers(resources: Resources) -> None:
-        n = resources.number_of_workers
-        if n != 1:
-            raise InvalidJobSpec(
-                f"Compute environment only supports number_of_workers=1, got number_of_workers={n}"
-            )
+    def _check_workers(self, resources: Resources) -> None:
+        why = self.capabilities.workers_problem(resources.number_of_workers)
+        if why:
+            raise InvalidJobSpec(why)
 
     def check(self, image: str, resources: Resources) -> None:
         self._check_workers(resources)
@@ -203,7 +201,7 @@ class DockerCompute:
         host_config_kwargs = self._host_config(job)
         if group_add:
             host_config_kwargs["group_add"] = group_add
-        labels = {**dict(self.options.labels), **job.labels, JOB_TYPE_LABEL: "plugin"}
+        labels = {**dict(self.options.labels), **job.labels}
         def create() -> None:
             self.api.create_container(
                 image=job.image,

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ...domain.errors import BackendUnavailable, ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from ...domain.model import ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
 
 
 @dataclass
@@ -28,17 +28,16 @@ class FakeCompute:
     removed: list[str] = field(default_factory=list)
     fail_next_schedule: Exception | None = None
     down: str | None = None  # set: every call raises BackendUnavailable(down)
+    capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
     def check(self, image: str, resources: Resources) -> None:
         self._alive()
-        if resources.number_of_workers != 1:
-            raise InvalidJobSpec(
-                "Compute environment only supports number_of_workers=1, "
-                f"got number_of_workers={resources.number_of_workers}"
-            )
+        why = self.capabilities.workers_problem(resources.number_of_workers)
+        if why:
+            raise InvalidJobSpec(why)
         if self.images is not None and image not in self.images:
             raise ImageNotAvailable(f"image: {image!r} is not present on the compute host")
 

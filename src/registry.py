@@ -1,0 +1,90 @@
+"""The one list of schedulers and storage modes this server knows.
+
+Configuration validation (allowed values, volume types, settings), the composition root
+(which factory builds which adapter) and the contract meta-tests (every entry has a
+contract run) all read these tables, so a scheduler or storage mode cannot be named in
+one place only. Entries are data: no adapter module (and no SDK) is imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .domain.model import ComputeCapabilities
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEntry:
+    name: str  # the CONTAINER_ENV value
+    factory: str  # the name of its factory function in the composition root (bootstrap)
+    volume_types: tuple[str, ...]  # COMPUTE_VOLUME_TYPE values; the first is the default
+    settings: tuple[str, ...]  # environment variables its adapter reads
+    capabilities: ComputeCapabilities
+    aliases: tuple[str, ...] = ()  # other CONTAINER_ENV values meaning this scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class StorageEntry:
+    name: str  # the STORAGE_ENV value
+    factory: str
+    innetwork: bool  # requires PFCON_INNETWORK=true (else requires it false)
+    settings: tuple[str, ...] = ()
+
+
+_JOB_SETTINGS = (
+    "JOB_LABELS", "JOB_LOGS_TAIL", "IGNORE_LIMITS", "CONTAINER_USER", "ENABLE_HOME_WORKAROUND",
+    "SHM_SIZE", "REMOVE_JOBS",
+)  # fmt: skip
+
+SCHEDULERS: tuple[SchedulerEntry, ...] = (
+    SchedulerEntry(
+        name="docker",
+        aliases=("podman",),
+        factory="docker_compute",
+        volume_types=("docker_local_volume", "host"),
+        settings=(
+            "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "STOREBASE", "VOLUME_NAME",
+            "PFCON_SELECTOR", "PULL_IMAGES", "JOB_NETWORK", *_JOB_SETTINGS,
+        ),
+        capabilities=ComputeCapabilities(
+            max_workers=1, checks_image_at_submit=True, unique_names=True, gpus=True, hard_memory_limit=True
+        ),
+    ),
+)
+
+# Schedulers pfcon names that this build does not provide yet: refused with a clear message.
+PLANNED_SCHEDULERS: tuple[str, ...] = ("swarm", "kubernetes", "openshift", "cromwell", "slurm")
+
+STORAGE_MODES: tuple[StorageEntry, ...] = (
+    StorageEntry("zipfile", "zipfile_storage", innetwork=False,
+                 settings=("ZIP_MAX_UNCOMPRESSED_BYTES", "ZIP_MAX_ENTRIES", "ZIP_MAX_RATIO", "ZIP_RATIO_MIN_BYTES")),
+    StorageEntry("filesystem", "filesystem_storage", innetwork=True),
+    StorageEntry("fslink", "fslink_storage", innetwork=True),
+    StorageEntry("swift", "swift_storage", innetwork=True,
+                 settings=("SWIFT_AUTH_URL", "SWIFT_USERNAME", "SWIFT_KEY", "SWIFT_CONTAINER_NAME", "SWIFT_RETRIES")),
+)  # fmt: skip
+
+PLANNED_STORAGE: tuple[str, ...] = ("s3",)
+
+
+def scheduler(container_env: str) -> SchedulerEntry | None:
+    """The entry for a CONTAINER_ENV value (aliases included), or None."""
+    for entry in SCHEDULERS:
+        if container_env == entry.name or container_env in entry.aliases:
+            return entry
+    return None
+
+
+def storage_mode(storage_env: str) -> StorageEntry | None:
+    for entry in STORAGE_MODES:
+        if storage_env == entry.name:
+            return entry
+    return None
+
+
+def scheduler_names() -> tuple[str, ...]:
+    return tuple(e.name for e in SCHEDULERS)
+
+
+def storage_names() -> tuple[str, ...]:
+    return tuple(e.name for e in STORAGE_MODES)
