@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 import structlog
-from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar import HttpMethod, Litestar, Request, Response, Router, delete, get, post, route
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
@@ -25,6 +25,7 @@ from litestar.params import FromPath
 from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 from litestar.response import Stream
+from litestar.routes import HTTPRoute
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -104,7 +105,14 @@ def data_body(data: StagedData, jid: str) -> JobData:
 # Each handler lists the error statuses it answers (errors(...)); 500 is possible anywhere.
 
 
-@get("/health/", sync_to_thread=False, tags=["health"], responses=errors(500), operation_class=docs.PlainOperation)
+@get(
+    "/health/",
+    sync_to_thread=False,
+    tags=["health"],
+    response_description="The server is up.",
+    responses=errors(500),
+    operation_class=docs.PlainOperation,
+)
 def health() -> HealthBody:
     """Whether the server is up (pfcon's health check); it does not probe the backends."""
     return HealthBody(health="OK")
@@ -113,6 +121,7 @@ def health() -> HealthBody:
 @get(
     "/ready/",
     tags=["health"],
+    response_description="Every backend answers.",
     responses={
         503: ResponseSpec(
             data_container=ReadinessBody,
@@ -140,6 +149,7 @@ async def readiness(jobs: NamedDependency[JobService], runner: NamedDependency[R
     "/auth-token/",
     status_code=200,
     tags=["auth"],
+    response_description="A token, valid for 48 hours.",
     responses=errors(400, 413, 415, 500),
     operation_class=docs.operation(request_body=docs.CREDENTIALS_BODY),
 )
@@ -164,12 +174,19 @@ async def auth_token(request: Request[Any, Any, Any], auth: NamedDependency[Auth
         raise E.InvalidFields(missing)
 
     def text(v: Any) -> str:
-        return v[0] if isinstance(v, list) and v else str(v)
+        return str(v[0] if isinstance(v, list) and v else v)
 
     return TokenBody(token=auth.login(text(creds["pfcon_user"]), text(creds["pfcon_password"])))
 
 
-@get("/jobs/", sync_to_thread=False, tags=["jobs"], responses=errors(401, 500), operation_class=docs.PlainOperation)
+@get(
+    "/jobs/",
+    sync_to_thread=False,
+    tags=["jobs"],
+    response_description="How this server runs jobs.",
+    responses=errors(401, 500),
+    operation_class=docs.PlainOperation,
+)
 def server_info(jobs: NamedDependency[JobService]) -> ServerInfoBody:
     """How this server runs jobs: its version, storage and container environments."""
     info = jobs.server_info()
@@ -247,12 +264,19 @@ def submit_job_handler(innetwork: bool) -> Any:
         status_code=201,
         request_max_body_size=None,
         tags=["jobs"],
+        response_description="The job's input is staged and the job is scheduled.",
         responses=errors(400, 401, 409, 413, 500, 503, 507),
         operation_class=docs.operation(request_body=docs.job_form_body(innetwork)),
     )(submit_job)
 
 
-@get("/jobs/{jid:str}/", tags=["jobs"], responses=errors(401, 404, 500, 503), operation_class=docs.PlainOperation)
+@get(
+    "/jobs/{jid:str}/",
+    tags=["jobs"],
+    response_description="The job's status.",
+    responses=errors(401, 404, 500, 503),
+    operation_class=docs.PlainOperation,
+)
 async def job_status(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> StatusBody:
     """The job's status and the tail of its logs."""
     structlog.contextvars.bind_contextvars(job_id=jid)
@@ -261,7 +285,12 @@ async def job_status(jid: FromPath[str], jobs: NamedDependency[JobService], runn
 
 
 @delete(
-    "/jobs/{jid:str}/", status_code=204, tags=["jobs"], responses=errors(401, 404, 500, 503), operation_class=docs.PlainOperation
+    "/jobs/{jid:str}/",
+    status_code=204,
+    tags=["jobs"],
+    response_description="The job and its data are gone.",
+    responses=errors(401, 404, 500, 503),
+    operation_class=docs.PlainOperation,
 )
 async def delete_job(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> None:
     """Remove the job's container and its data."""
@@ -308,6 +337,15 @@ async def job_file(
         media_type="application/json",
         headers={"Content-Disposition": f"attachment; filename={jid}.json", "Cache-Control": "no-cache"},
     )
+
+
+@route(["/jobs/", "/jobs/{jid:str}/"], http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False)
+def jobs_options(request: Request[Any, Any, Any]) -> Response[None]:
+    """OPTIONS for the paths served by several handlers: Litestar 2's default handler lists
+    the methods of the first one registered only (litestar-org/litestar#4169)."""
+    template = request.scope["path_template"]
+    methods = next(r.methods for r in request.app.routes if isinstance(r, HTTPRoute) and r.path_format == template)
+    return Response(content=None, status_code=204, headers={"Allow": ", ".join(sorted(methods))}, media_type="text/plain")
 
 
 # -- auth guard -------------------------------------------------------------
@@ -461,7 +499,14 @@ def create_app(container: Container) -> Litestar:
     info = job_service.server_info()
     jobs_router = Router(
         path="/",
-        route_handlers=[server_info, submit_job_handler(info.pfcon_innetwork), job_status, delete_job, job_file],
+        route_handlers=[
+            jobs_options,  # first: else Litestar's default OPTIONS handler of the path's first handler wins
+            server_info,
+            submit_job_handler(info.pfcon_innetwork),
+            job_status,
+            delete_job,
+            job_file,
+        ],
         guards=[require_token],
         security=docs.SECURITY,
     )

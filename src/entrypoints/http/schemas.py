@@ -1,0 +1,98 @@
+"""The API's JSON bodies as msgspec Structs: what handlers return and what the OpenAPI
+document shows.
+
+Field order is the wire order of pfcon's bodies; a field whose default is ``UNSET`` is
+left out of the body when it has no value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ...domain.model import JobStatus
+
+# The wire strings of JobStatus, spelled out for the schema (checked by the tests).
+StatusValue = Literal["notstarted", "started", "finishedSuccessfully", "finishedWithError", "undefined"]
+assert set(get_args(StatusValue)) == {s.value for s in JobStatus}
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error: a message, or for invalid form fields an object naming each field's problem."""
+
+    message: str | dict[str, str]
+
+
+class HealthBody(msgspec.Struct):
+    health: Literal["OK"]
+
+
+class BackendCheck(msgspec.Struct):
+    """Whether one backend answered the readiness probe."""
+
+    kind: Literal["compute", "storage"]
+    name: str
+    ok: bool
+    message: str
+
+
+class ReadinessBody(msgspec.Struct, kw_only=True):
+    """All backends answer (200) or not (503, with a message naming those that don't)."""
+
+    message: str | UnsetType = UNSET
+    ready: bool
+    backends: list[BackendCheck]
+
+
+class TokenBody(msgspec.Struct):
+    """A bearer token (an HS256 JWT, valid for 48 hours) for the jobs routes."""
+
+    token: str
+
+
+class ServerInfoBody(msgspec.Struct):
+    server_version: str
+    pfcon_innetwork: bool
+    storage_env: str
+    container_env: str
+    compute_volume_type: str | None
+    swift_auth_url: str | UnsetType = UNSET  # swift storage only
+
+
+class JobData(msgspec.Struct):
+    """What the storage step did with the job's input."""
+
+    jid: str
+    nfiles: int
+    timestamp: str
+    path: str
+
+
+class JobCompute(msgspec.Struct):
+    """What the scheduler reports about the job."""
+
+    jid: str
+    image: str
+    cmd: str
+    status: StatusValue
+    message: str
+    timestamp: str
+    logs: str
+
+
+class SubmitBody(msgspec.Struct):
+    data: JobData
+    compute: JobCompute
+
+
+class StatusBody(msgspec.Struct):
+    compute: JobCompute
+
+
+class OutputListingBody(msgspec.Struct):
+    """The files under a shared output directory, relative to it (in-network modes)."""
+
+    job_output_path: str
+    rel_file_paths: list[str]
