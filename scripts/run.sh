@@ -14,6 +14,9 @@ if [ "${CONTAINER_ENV:-docker}" = docker ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
 elif [ "${CONTAINER_ENV:-}" = podman ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/docker-engine.sh start
+elif [ "${CONTAINER_ENV:-}" = swarm ] && [ -z "${DOCKER_HOST:-}" ]; then
+    bash scripts/swarm.sh start  # the local engine (started if needed) as a one-node swarm
+    bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
 fi
 
 export APPLICATION_MODE=${APPLICATION_MODE:-dev}
