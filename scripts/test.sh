@@ -7,6 +7,7 @@ say() { echo "test.sh: $*"; }
 
 bash scripts/install.sh
 bash scripts/docker-engine.sh start
+bash scripts/swarm.sh start
 bash scripts/test-images.sh
 bash scripts/swift-aio.sh start
 eval "$(bash scripts/swift-aio.sh env)"

@@ -77,6 +77,33 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
     )
 
 
+def swarm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
+    from .adapters.compute.swarm import SwarmCompute, SwarmOptions
+    from .domain.errors import BackendUnavailable
+
+    compute = SwarmCompute(
+        _docker_client(settings),
+        SwarmOptions(
+            storebase=settings.storebase_host,
+            labels=settings.job_labels,
+            ignore_limits=settings.compute.ignore_limits,
+            container_user=settings.container_user,
+            shm_size_mib=settings.compute.shm_size_mib,
+            capabilities=entry.capabilities,
+        ),
+    )
+    try:
+        compute.ping()
+    except BackendUnavailable as e:
+        where = settings.docker.host or "the default socket"
+        raise ConfigError(
+            "DOCKER_HOST",
+            f"the engine at {where} is not a Docker Swarm manager ({e.message}); "
+            "run `docker swarm init` there (scripts/swarm.sh start) or point DOCKER_HOST at a manager",
+        ) from None
+    return compute
+
+
 def _podman_capabilities(entry: SchedulerEntry) -> ComputeCapabilities:
     # Podman's Docker-compatible API drops GPU requests silently (the adapter detects and
     # refuses them): GPUs are not a capability of this engine.

@@ -50,10 +50,21 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
             max_workers=1, checks_image_at_submit=True, unique_names=True, gpus=True, hard_memory_limit=True
         ),
     ),
+    SchedulerEntry(
+        name="swarm",
+        factory="swarm_compute",
+        volume_types=("host",),  # STOREBASE: storeBase's path on every node
+        settings=("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "STOREBASE", *_JOB_SETTINGS),
+        # The manager cannot know which images its nodes have or can pull: an absent
+        # image shows in the job's status (docs/adr/0012-swarm.md). No GPUs, one task.
+        capabilities=ComputeCapabilities(
+            max_workers=1, checks_image_at_submit=False, unique_names=True, gpus=False, hard_memory_limit=True
+        ),
+    ),
 )
 
 # Schedulers pfcon names that this build does not provide yet: refused with a clear message.
-PLANNED_SCHEDULERS: tuple[str, ...] = ("swarm", "kubernetes", "openshift", "cromwell", "slurm")
+PLANNED_SCHEDULERS: tuple[str, ...] = ("kubernetes", "openshift", "cromwell", "slurm")
 
 STORAGE_MODES: tuple[StorageEntry, ...] = (
     StorageEntry("zipfile", "zipfile_storage", innetwork=False,

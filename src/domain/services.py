@@ -9,7 +9,6 @@ from .command import build_command
 from .errors import (
     DomainError,
     InvalidJobSpec,
-    ResourceUnavailable,
     ExpiredToken,
     InvalidFields,
     InvalidToken,
@@ -153,8 +152,11 @@ class JobService:
         if why:
             raise InvalidJobSpec(why)
         if spec.resources.gpu_limit > 0 and not caps.gpus:
-            raise ResourceUnavailable(
-                f"gpu_limit: the {self._server_info.container_env} scheduler of this server cannot provide GPUs"
+            # Not a passing shortage (that is ResourceUnavailable, 503): this scheduler
+            # can never grant a GPU, so the request itself is what cannot be run.
+            raise InvalidJobSpec(
+                f"this server's {self._server_info.container_env} scheduler cannot provide GPUs, got gpu_limit={spec.resources.gpu_limit}",
+                field="gpu_limit",
             )
 
     def status(self, jid: str) -> JobState:

@@ -154,7 +154,7 @@ def test_an_absent_image_is_accepted_then_reported(client: Client, server: Serve
 
 def test_refusals_create_nothing(client: Client, server: Server, swarm_client: Any) -> None:
     for extra, code, fragment in (
-        ({"gpu_limit": 1}, 503, "cannot provide GPUs"),  # the domain's ResourceUnavailable (→ 503)
+        ({"gpu_limit": 1}, 400, "cannot provide GPUs"),  # refused by the domain: Swarm declares no GPUs
         ({"number_of_workers": 2}, 400, "number_of_workers=1"),
     ):
         job = jid()

@@ -272,7 +272,7 @@ def test_gpu_and_workers_refused_by_the_domain_before_anything_is_created(
                        resources=Resources(**r))  # fmt: skip
 
     for resources, error, fragment in (
-        ({"gpu_limit": 1}, ResourceUnavailable, "GPU"),
+        ({"gpu_limit": 1}, InvalidJobSpec, "GPU"),
         ({"number_of_workers": 2}, InvalidJobSpec, "number_of_workers=1"),
     ):
         jid = unique("ref")

@@ -219,7 +219,7 @@ def test_podman_is_an_alias_of_docker() -> None:
     assert s.compute_volume_type == "docker_local_volume"
 
 
-@pytest.mark.parametrize("value", ["swarm", "kubernetes", "openshift", "cromwell"])
+@pytest.mark.parametrize("value", ["kubernetes", "openshift", "cromwell"])
 def test_planned_container_envs_are_refused_as_not_available(value: str) -> None:
     e = config_error({**DEV, "CONTAINER_ENV": value})
     assert e.variable == "CONTAINER_ENV"

@@ -68,8 +68,9 @@ class TestFakeComputeOtherCapabilities(TestFakeCompute):
 def test_every_configurable_compute_backend_has_a_contract_run() -> None:
     """A compute backend added to the configuration must also get a contract run."""
     import tests.integration.test_engine_compute as engines
+    import tests.integration.test_swarm_compute as swarm
     from pfcon.config import CONTAINER_ENVS_BUILT
 
-    runs = {"docker": engines.TestEngineCompute}
+    runs = {"docker": engines.TestEngineCompute, "swarm": swarm.TestSwarmCompute}
     assert set(CONTAINER_ENVS_BUILT) == set(runs)
-    assert issubclass(runs["docker"], ComputeContract)
+    assert all(issubclass(run, ComputeContract) for run in runs.values())

@@ -12,7 +12,7 @@ import pytest
 from pfcon import bootstrap, config, registry
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.adapters.storage.fake import FakeStorage
-from pfcon.domain.errors import InvalidJobSpec, ResourceUnavailable
+from pfcon.domain.errors import InvalidJobSpec
 from pfcon.domain.model import JOB_TYPE_LABEL, ComputeCapabilities, JobSpec, PluginType, Resources, ServerInfo
 from pfcon.domain.ports import StagingRequest
 from pfcon.domain.services import JobService
@@ -29,6 +29,8 @@ def test_configuration_allows_exactly_the_registry() -> None:
             env = {"APPLICATION_MODE": "dev", "CONTAINER_ENV": name, "COMPUTE_VOLUME_TYPE": entry.volume_types[0]}
             if entry.volume_types[0] == "host":
                 env["STOREBASE"] = "/data"
+            if entry.volume_types[0] == "kubernetes_pvc":
+                env["VOLUME_NAME"] = "storebase"
             assert config.load_settings(env).container_env == entry.name
     assert not set(registry.PLANNED_SCHEDULERS) & {n for e in registry.SCHEDULERS for n in (e.name, *e.aliases)}
 
@@ -75,7 +77,7 @@ def test_the_domain_labels_every_job_with_its_type() -> None:
 @pytest.mark.parametrize(("caps", "resources", "error"), [
     (ComputeCapabilities(max_workers=1), {"number_of_workers": 2}, InvalidJobSpec),
     (ComputeCapabilities(max_workers=4), {"number_of_workers": 5}, InvalidJobSpec),
-    (ComputeCapabilities(gpus=False), {"gpu_limit": 1}, ResourceUnavailable),
+    (ComputeCapabilities(gpus=False), {"gpu_limit": 1}, InvalidJobSpec),
 ])  # fmt: skip
 def test_what_the_scheduler_cannot_do_is_refused_before_staging(
     caps: ComputeCapabilities, resources: dict[str, int], error: type[Exception]

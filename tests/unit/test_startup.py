@@ -41,7 +41,7 @@ def test_serve_refuses_a_bad_configuration(env: dict[str, str], variable: str, f
 
 
 def test_cli_job_commands_report_configuration_errors_too() -> None:
-    result = run_pfcon("status", "chris-jid-1", "--in-process", APPLICATION_MODE="dev", CONTAINER_ENV="swarm")
+    result = run_pfcon("status", "chris-jid-1", "--in-process", APPLICATION_MODE="dev", CONTAINER_ENV="cromwell")
     assert result.returncode == 2
     assert "CONTAINER_ENV" in result.stderr
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import threading
 import os
 import shutil
 import stat
@@ -206,8 +207,12 @@ class StoreBase:
         path = self.claim(jid)
         marker = -1
         try:
-            marker = os.open(os.path.join(path, STAGING_MARKER), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            # Locked before it appears under its name: a marker that another process can
+            # open is always either held or stale, never in between.
+            pending = os.path.join(path, f"{STAGING_MARKER}.{os.getpid()}.{threading.get_ident()}")
+            marker = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
             fcntl.flock(marker, fcntl.LOCK_EX)
+            os.rename(pending, os.path.join(path, STAGING_MARKER))
             if with_dirs:
                 os.mkdir(self.incoming(jid))
                 os.mkdir(self.outgoing(jid))
