@@ -1,4 +1,4 @@
-"""The plugin command line, as pfcon builds it (contract §5.1)."""
+"""The plugin command line, as pfcon builds it (docs/wire-contract.md §6.1)."""
 
 from __future__ import annotations
 

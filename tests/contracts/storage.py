@@ -38,7 +38,7 @@ class Harness(Protocol):
     def seed(self, files: dict[str, bytes]) -> StagingRequest: ...
 
     def seed_links(self) -> tuple[StagingRequest, dict[str, bytes]]:
-        """The worked example of contract §8.4; returns the request and what the plugin must see."""
+        """The worked example of docs/wire-contract.md §10.4; returns the request and what the plugin must see."""
 
     def seed_escaping_link(self) -> StagingRequest: ...
 

@@ -1,5 +1,5 @@
 """The CLI on real Docker: the README's example against a running server, the
-in-process use cases; storeBase discovery (§5.6)."""
+in-process use cases; storeBase discovery (docs/wire-contract.md §9.5)."""
 
 from __future__ import annotations
 

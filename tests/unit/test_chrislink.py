@@ -1,4 +1,4 @@
-"""ChRIS link expansion in a job's input tree (contract §8.4, hardening §12.2)."""
+"""ChRIS link expansion in a job's input tree (docs/wire-contract.md §10.3; link rules §10.1)."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_expanded_files_are_independent_of_fetched_copies(incoming: Path) -> Non
     assert not (incoming / "home").exists()
 
 
-# -- hardening (§12.2) -----------------------------------------------------------------
+# -- hardening (docs/wire-contract.md §10.1, §13.1) ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_unsafe_link_contents_are_refused(incoming: Path, sentinel: Path, conten
     with pytest.raises(InvalidInputData):
         expand_links(str(incoming))
     assert_nothing_from(sentinel, incoming)
-    # pfcon's traversal wrote a stray copy next to incoming (§11); never here
+    # pfcon's traversal wrote a stray copy next to incoming; never here
     assert sorted(os.listdir(incoming.parent)) == ["incoming"]
 
 

@@ -1,4 +1,4 @@
-"""The job command line (contract §5.1) and job spec validation (jid §12.3, resources)."""
+"""The job command line (docs/wire-contract.md §6.1) and job spec validation (docs/wire-contract.md §4.4)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_args_with_spaces_are_kept_as_single_elements() -> None:
     assert build_command(s) == ("sh", "-c", "echo hello world", OUT)
 
 
-# -- job ids (contract §6, §12.3) ------------------------------------------------------
+# -- job ids (docs/wire-contract.md §4.4) ----------------------------------------------
 
 
 @pytest.mark.parametrize("jid", ["chris-jid-8", "a", "0", "job1", "a-b-c", "1-2", "x" * 63])

@@ -1,4 +1,4 @@
-"""Docker inspect output → job status and info (contract §7.1). No Docker needed."""
+"""Docker inspect output → job status and info (docs/wire-contract.md §8.1). No Docker needed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HS256 tokens of pfcon's single-user login, issued and verified by PyJWT (contract §2, §12.4)."""
+"""HS256 tokens of pfcon's single-user login, issued and verified by PyJWT (docs/wire-contract.md §2)."""
 
 from __future__ import annotations
 

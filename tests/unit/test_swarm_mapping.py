@@ -1,5 +1,5 @@
 """Docker Swarm: task state → job status and message, and the service spec built from a
-job (contract §7.2, without pfcon's gaps). No engine needed."""
+job (docs/wire-contract.md §8.2, without pfcon's gaps). No engine needed."""
 
 from __future__ import annotations
 

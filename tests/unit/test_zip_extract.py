@@ -1,4 +1,4 @@
-"""Zip input extraction (hardened, contract §12.8) and zip output streaming (§8.5)."""
+"""Zip input extraction (hardened, docs/wire-contract.md §4.5) and zip output streaming (docs/wire-contract.md §4.9, §9.4)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, req
 
 
 def docker_status(state: Mapping[str, Any]) -> JobStatus:
-    """Map a container's ``State`` (inspect output) to a job status (contract §7.1)."""
+    """Map a container's ``State`` (inspect output) to a job status (docs/wire-contract.md §8.1)."""
     if state.get("Running") or state.get("Paused"):
         return JobStatus.STARTED
     status = state.get("Status")
@@ -312,7 +312,7 @@ class DockerCompute:
 def discover_storebase(
     client: docker.DockerClient, volume_name: str | None, selector: str, storebase_mount: str
 ) -> str:
-    """Host path of storeBase for ``COMPUTE_VOLUME_TYPE=docker_local_volume`` (§5.6)."""
+    """Host path of storeBase for ``COMPUTE_VOLUME_TYPE=docker_local_volume`` (docs/wire-contract.md §9.5)."""
     if volume_name:
         volume = client.volumes.get(volume_name)
         driver = volume.attrs.get("Driver")

@@ -1,7 +1,7 @@
 """Docker Swarm compute adapter (``CONTAINER_ENV=swarm``): one service per job.
 
 Each job is a replicated service of one replica, named after the job id, that is never
-restarted; its status is its task's (contract §7.2). Unlike pfcon's Swarm manager it
+restarted; its status is its task's (docs/wire-contract.md §8.2). Unlike pfcon's Swarm manager it
 applies CPU and memory limits, the job user, labels and ``/dev/shm``, refuses what it
 cannot run (GPUs, several workers) before anything is created, and maps every engine
 error: nothing becomes a 500. Why an absent image is only seen once a node tries to run

@@ -3,7 +3,7 @@
 A link file holds a storage path (relative to the storage root). The linked data is
 first fetched under its full path inside the job's input dir; expansion then copies
 it next to the link file, in a folder named after the path with '/' replaced by '_',
-removes the link file and finally removes the full-path copies (pfcon contract §8.4).
+removes the link file and finally removes the full-path copies (docs/wire-contract.md §10.3).
 
 Unlike pfcon, every target must be a relative path without '..' that resolves inside
 the input dir: a link can never read or write outside the job's own data.
