@@ -235,3 +235,16 @@ def test_swift_outage_is_a_clear_503_logged_with_the_job_id(app_factory: Any, ca
     assert any(e.get("event") == "backend_error" and e.get("job_id") == "chris-jid-5" for e in events)
     assert "swift-secret-key" not in err
     assert not [n for n in os.listdir(api.storebase) if n.startswith("key-")]
+
+
+@pytest.mark.parametrize("path", ["/", "", "key-other", "/key-other/outgoing", "home/../key-other"])
+def test_outputs_listing_never_reaches_the_root_or_a_jobs_private_data(app_factory: Any, storebase: str, path: str) -> None:
+    os.makedirs(os.path.join(storebase, "key-other", "outgoing"))
+    cube_link = os.path.join(storebase, "home", "a.chrislink")
+    os.makedirs(os.path.dirname(cube_link))
+    open(cube_link, "w").write("home/b")
+    api = app_factory(PFCON_INNETWORK="true", STORAGE_ENV="fslink")
+    r = api.get("/jobs/chris-jid-1/file/", params={"job_output_path": path})
+    assert r.status_code == 400, r.text
+    assert "job_output_path" in r.json()["message"]
+    assert os.path.exists(cube_link)  # nothing was listed, nothing removed

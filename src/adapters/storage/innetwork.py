@@ -66,7 +66,9 @@ def existing_dir(root: str, rel: str, field: str) -> str:
 def job_output_path_param(job_output_path: str | None) -> str:
     if job_output_path is None:
         raise InvalidJobSpec("query parameter is required", field="job_output_path")
-    return normalize_storage_path(job_output_path, "job_output_path")
+    # The same rules as output_dir: a directory under the root, never the root itself
+    # nor a job's private key-<jid>/ (listing removes link files: it must not reach them).
+    return shared_path(job_output_path, "job_output_path")
 
 
 def list_shared_outputs(root: str, job_output_path: str | None) -> OutputListing:
@@ -79,6 +81,7 @@ def list_shared_outputs(root: str, job_output_path: str | None) -> OutputListing
     path = resolve_inside(root, rel, "job_output_path")
     if not os.path.isdir(path):
         raise OutputNotFound(f"job_output_path: directory not found: {rel!r}")
+    existing_dir(root, rel, "job_output_path")  # not a key-<jid>/ reached through a symlink
     remove_link_files(path)
     return list_outputs(path, rel)
 
