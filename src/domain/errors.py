@@ -51,6 +51,10 @@ class JobAlreadyExists(DomainError):
         self.jid = jid
 
 
+class JobConflict(DomainError):
+    """The job's other jobs are not in a state that allows this one (pfcon 6's guards)."""
+
+
 class ImageNotAvailable(DomainError):
     """The job's image is not present on the compute backend and may not be pulled."""
 

@@ -46,6 +46,11 @@ class JobStatus(enum.StrEnum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def v6_value(self) -> str:
+        """The wire string of pfcon 6 (``notStarted``; the others are pfcon 5's)."""
+        return "notStarted" if self is JobStatus.NOT_STARTED else self.value
+
 
 _TERMINAL = frozenset(
     {JobStatus.FINISHED_SUCCESSFULLY, JobStatus.FINISHED_WITH_ERROR, JobStatus.UNDEFINED}
@@ -64,6 +69,88 @@ def job_id_problem(jid: str) -> str | None:
             "and start and end with a letter or digit"
         )
     return None
+
+
+class JobKind(enum.StrEnum):
+    """What a scheduler object of this server does. pfcon 5 runs plugin jobs only; pfcon 6
+    also runs the data operations as op jobs named ``<jid>-copy``, ``-upload``, ``-delete``."""
+
+    PLUGIN = "plugin"
+    COPY = "copy"
+    UPLOAD = "upload"
+    DELETE = "delete"
+
+    def job_name(self, jid: str) -> str:
+        return jid if self is JobKind.PLUGIN else f"{jid}-{self.value}"
+
+
+OP_KINDS = (JobKind.COPY, JobKind.UPLOAD, JobKind.DELETE)
+# The longest op-job name, <jid>-upload, must fit the scheduler's limit: a longer id is
+# refused up front by pfcon 6's routes, never truncated.
+OP_JOB_ID_MAX_LENGTH = JOB_ID_MAX_LENGTH - max(len(k.job_name("")) for k in OP_KINDS)
+
+
+def op_job_id_problem(jid: str) -> str | None:
+    """Why ``jid`` cannot name a pfcon 6 job (its op jobs included), or None."""
+    why = job_id_problem(jid)
+    if why:
+        return why
+    if len(jid) > OP_JOB_ID_MAX_LENGTH:
+        return (
+            f"must be at most {OP_JOB_ID_MAX_LENGTH} characters, so that the names of its op jobs "
+            f"(<jid>-upload) stay within the scheduler's limit of {JOB_ID_MAX_LENGTH}"
+        )
+    for kind in OP_KINDS:
+        if jid.endswith(kind.job_name("")):
+            return f"may not end in {kind.job_name('')!r}: that is the name of an op job"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFlow:
+    """How a storage mode moves a job's data under pfcon 6 (docs/wire-contract.md)."""
+
+    copy_job: bool = False  # the input is copied into key-<jid>/incoming by a copy job
+    upload_job: bool = False  # the outputs are uploaded by an upload job (object stores)
+
+    @property
+    def outputs_in_key_dir(self) -> bool:
+        """The plugin writes into key-<jid>/outgoing (else into the shared output dir)."""
+        return self.upload_job
+
+
+@dataclass(frozen=True, slots=True)
+class CopyParams:
+    """What a copy job reads from ``key-<jid>/job_params.json``."""
+
+    jid: str
+    storage_env: str
+    input_dirs: tuple[str, ...]
+    output_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadParams:
+    """What an upload job reads from ``key-<jid>/upload_params.json``."""
+
+    jid: str
+    storage_env: str
+    job_output_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteParams:
+    """What a delete job reads from ``key-<jid>/delete_params.json``."""
+
+    jid: str
+
+
+OpParams = CopyParams | UploadParams | DeleteParams
+PARAMS_FILES = {
+    JobKind.COPY: "job_params.json",
+    JobKind.UPLOAD: "upload_params.json",
+    JobKind.DELETE: "delete_params.json",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +227,9 @@ class ContainerJob:
     resources: Resources
     mounts: tuple[Mount, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    # (uid, gid) to run as instead of the scheduler's job-user policy (CONTAINER_USER): op
+    # jobs run as the user that owns ``key-<jid>/``, never as root.
+    run_as: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

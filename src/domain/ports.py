@@ -10,7 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .model import ComputeCapabilities, ContainerJob, JobInfo, JobState, OutputListing, Resources, StagedData
+from .model import (
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobKind,
+    JobState,
+    Mount,
+    OpParams,
+    OutputListing,
+    Resources,
+    StagedData,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +112,37 @@ class StoragePort(Protocol):
     def recover(self) -> list[str]:
         """Remove the data of jobs whose staging never finished (the server died
         mid-stage); return their ids. Called once at startup."""
+        ...
+
+
+@runtime_checkable
+class JobAreaPort(Protocol):
+    """A job's private area ``key-<jid>/`` as pfcon 6's op jobs share it: the server writes
+    each op job's parameters there and mounts it into the op job and the plugin job."""
+
+    def exists(self, jid: str) -> bool: ...
+
+    def prepare(self, kind: JobKind, params: OpParams) -> None:
+        """Create ``key-<jid>/`` for an op job of ``kind``, owned by the user op jobs run
+        as, and write its parameters file (atomically)."""
+        ...
+
+    def op_mounts(self, kind: JobKind, jid: str) -> tuple[Mount, ...]:
+        """What an op job of ``kind`` sees: ``key-<jid>/`` at the output dir, and for a
+        copy from a shared filesystem storeBase itself, read-only, at the input dir."""
+        ...
+
+    def plugin_mounts(self, jid: str, output_dir: str | None) -> tuple[Mount, ...]:
+        """The mounts of a plugin job whose input a copy job staged. Raises
+        InvalidJobSpec or InvalidInputData for an output dir that cannot be used."""
+        ...
+
+    def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
+        """pfcon 6's output route: never uploads (that is the upload job's work)."""
+        ...
+
+    def remove(self, jid: str) -> None:
+        """Remove what is left of ``key-<jid>/`` once its delete job has succeeded."""
         ...
 
 
