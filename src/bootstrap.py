@@ -8,14 +8,16 @@ the same container and override ports with fakes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from typing import Any
 
 from dependency_injector import containers, providers
 
 from . import __version__, registry
-from .config import SWIFT_DEV_DEFAULTS, ConfigError, Settings
-from .domain.model import ComputeCapabilities, ServerInfo
+from .config import SWIFT_DEV_DEFAULTS, ConfigError, Settings, load_settings
+from .domain.model import ComputeCapabilities, ServerInfo, StorageFlow
+from .domain.opjobs import OpJobOptions, OpJobService
 from .registry import SchedulerEntry
 from .domain.services import AuthService, JobOptions, JobService
 
@@ -71,6 +73,7 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             shm_size_mib=settings.compute.shm_size_mib,
             pull_images=settings.compute.pull_images,
             network=settings.compute.job_network,
+            op_network=settings.opjobs.network,
             engine_name=_engine_name(settings),
             capabilities=_podman_capabilities(entry) if _engine_name(settings) == "Podman service" else entry.capabilities,
         ),
@@ -210,6 +213,80 @@ def job_options(settings: Settings) -> JobOptions:
     )
 
 
+# -- pfcon 6's op jobs ------------------------------------------------------------------
+
+OP_DEFAULT_USER = (10001, 10001)  # the user of the image scripts/build-image.sh builds (Dockerfile)
+
+
+def storage_flow(settings: Settings) -> StorageFlow:
+    """Which op jobs a client runs in this storage mode (pfcon 6's requires_*_job)."""
+    entry = registry.storage_mode(settings.storage_env)
+    if entry is None or not settings.storage.innetwork:
+        return StorageFlow()
+    return StorageFlow(copy_job=entry.copy_job, upload_job=entry.upload_job)
+
+
+def op_user(settings: Settings) -> tuple[int, int]:
+    """The user op jobs run as: this server's own, so that what they write is the server's
+    (pfcon does the same). Never root: a server running as root hands ``key-<jid>/`` to
+    CONTAINER_USER's user (the low end of a range) or else to the op image's own user."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid != 0:
+        return uid, gid
+    user = settings.container_user
+    if user is not None and user.uid is not None and user.uid.low != 0:
+        return user.uid.low, user.gid.low if user.gid is not None else user.uid.low
+    return OP_DEFAULT_USER
+
+
+def store_env(settings: Settings) -> tuple[str, ...]:
+    """What copy and upload jobs of an object store need in their environment: the store's
+    settings as this server resolved them (credentials included, so never logged)."""
+    if settings.storage_env == "swift":
+        swift = swift_options(settings)
+        return (
+            f"SWIFT_AUTH_URL={swift['auth_url']}",
+            f"SWIFT_USERNAME={swift['username']}",
+            f"SWIFT_KEY={swift['key']}",
+            f"SWIFT_CONTAINER_NAME={swift['container_name']}",
+            f"SWIFT_RETRIES={settings.swift.retries}",
+            f"STAGING_WORKERS={settings.storage.staging_workers}",
+        )
+    # s3 (src/adapters/storage/s3.py): its S3_* settings, resolved the same way, go here.
+    return (f"STAGING_WORKERS={settings.storage.staging_workers}",)
+
+
+def op_job_options(settings: Settings) -> OpJobOptions:
+    return OpJobOptions(image=settings.opjobs.image, run_as=op_user(settings), store_env=store_env(settings))
+
+
+def _job_area(settings: Settings, storebase: Any, storage: Any) -> Any:
+    from .adapters.storage.jobarea import JobArea
+
+    return JobArea(storebase, storage, storage_flow(settings), owner=op_user(settings))
+
+
+def op_worker_storage(storage_env: str, key_dir: str, shared_root: str | None, environ: dict[str, str]) -> Any:
+    """Inside an op job: the storage adapter the server uses for ``storage_env``, on
+    storeBase as the op container sees it (``key-<jid>/`` at ``key_dir``, storeBase at
+    ``shared_root``). The store's settings come from the op job's environment (the server
+    put them there, resolved); nothing else of the server's configuration is needed."""
+    from .adapters.storage.jobarea import OpJobStoreBase
+
+    entry = registry.storage_mode(storage_env)
+    if entry is None:
+        raise ConfigError("STORAGE_ENV", f"unsupported value {storage_env!r}")
+    for variable in entry.settings:
+        if variable.startswith(("SWIFT_", "S3_")) and not variable.endswith("_RETRIES") and not environ.get(variable):
+            raise ConfigError(variable, "is required in an op job's environment (the server sets it)")
+    keep = {v: environ[v] for v in (*entry.settings, "STAGING_WORKERS") if environ.get(v)}
+    settings = load_settings({
+        **keep, "APPLICATION_MODE": "dev", "STORAGE_ENV": storage_env, "STOREBASE_MOUNT": shared_root or key_dir,
+        "PFCON_INNETWORK": "true" if entry.innetwork else "false", "STOREBASE_RESERVE_BYTES": "0",
+    })  # fmt: skip
+    return _factory(entry.factory)(settings, OpJobStoreBase(key_dir, shared_root))
+
+
 def _factory(name: str) -> Any:
     factory = globals().get(name)
     if not callable(factory):
@@ -247,6 +324,15 @@ class Container(containers.DeclarativeContainer):
         options=providers.Callable(job_options, settings),
     )
     auth_service = providers.Singleton(AuthService, auth)
+    job_area = providers.Singleton(_job_area, settings, storebase, storage)
+    op_service = providers.Singleton(
+        OpJobService,
+        jobs=job_service,
+        area=job_area,
+        flow=providers.Callable(storage_flow, settings),
+        options=providers.Callable(op_job_options, settings),
+        storage_env=providers.Callable(lambda s: s.storage_env, settings),
+    )
 
 
 def build_container(settings: Settings, **overrides: Any) -> Container:
@@ -257,6 +343,6 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     return container
 
 
-def wire_up(container: Container) -> tuple[JobService, AuthService]:
+def wire_up(container: Container) -> tuple[JobService, AuthService, OpJobService]:
     """Construct every adapter now, so a bad configuration fails at startup."""
-    return container.job_service(), container.auth_service()
+    return container.job_service(), container.auth_service(), container.op_service()

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from . import registry
+from . import __version__, registry
 from .adapters.compute.options import ContainerUser, parse_container_user
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -144,6 +144,16 @@ class DockerSection(_Section, frozen=True, kw_only=True):
     cert_path: str | None = _env("DOCKER_CERT_PATH", None)
 
 
+class OpJobSettings(_Section, frozen=True, kw_only=True):
+    """pfcon 6's op jobs (copy, upload, delete): containers of this project's own image."""
+
+    # The image scripts/build-image.sh builds (`make image`); it holds every storage client.
+    image: str = _env("PFCON_OP_IMAGE", f"local/pfcon:{__version__}")
+    # Docker/Podman: the network op jobs join (they reach Swift or S3); unset: the engine's
+    # default. `host` where the engine has no bridge (`make run`, `make test`).
+    network: str | None = _env("PFCON_OP_NETWORK", None)
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "app": AppSettings,
     "auth": AuthSettings,
@@ -153,6 +163,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "swift": SwiftSection,
     "compute": ComputeSettings,
     "docker": DockerSection,
+    "opjobs": OpJobSettings,
 }
 
 
@@ -167,6 +178,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     swift: SwiftSection = msgspec.field(default_factory=SwiftSection)
     compute: ComputeSettings = msgspec.field(default_factory=ComputeSettings)
     docker: DockerSection = msgspec.field(default_factory=DockerSection)
+    opjobs: OpJobSettings = msgspec.field(default_factory=OpJobSettings)
 
     # -- resolved views used by the composition root ----------------------------
     @property

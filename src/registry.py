@@ -29,6 +29,12 @@ class StorageEntry:
     factory: str
     innetwork: bool  # requires PFCON_INNETWORK=true (else requires it false)
     settings: tuple[str, ...] = ()
+    # pfcon 6 (docs/wire-contract.md): a client runs a copy job (the input is copied into
+    # key-<jid>/incoming) and an upload job (the outputs leave key-<jid>/outgoing for the
+    # store). An object store (swift, s3) needs both; a shared filesystem with links
+    # (fslink) a copy job only.
+    copy_job: bool = False
+    upload_job: bool = False
 
 
 _JOB_SETTINGS = (
@@ -44,7 +50,7 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
         volume_types=("docker_local_volume", "host"),
         settings=(
             "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "STOREBASE", "VOLUME_NAME",
-            "PFCON_SELECTOR", "PULL_IMAGES", "JOB_NETWORK", *_JOB_SETTINGS,
+            "PFCON_SELECTOR", "PULL_IMAGES", "JOB_NETWORK", "PFCON_OP_NETWORK", *_JOB_SETTINGS,
         ),
         capabilities=ComputeCapabilities(
             max_workers=1, checks_image_at_submit=True, unique_names=True, gpus=True, hard_memory_limit=True
@@ -70,9 +76,10 @@ STORAGE_MODES: tuple[StorageEntry, ...] = (
     StorageEntry("zipfile", "zipfile_storage", innetwork=False,
                  settings=("ZIP_MAX_UNCOMPRESSED_BYTES", "ZIP_MAX_ENTRIES", "ZIP_MAX_RATIO", "ZIP_RATIO_MIN_BYTES")),
     StorageEntry("filesystem", "filesystem_storage", innetwork=True),
-    StorageEntry("fslink", "fslink_storage", innetwork=True),
+    StorageEntry("fslink", "fslink_storage", innetwork=True, copy_job=True),
     StorageEntry("swift", "swift_storage", innetwork=True,
-                 settings=("SWIFT_AUTH_URL", "SWIFT_USERNAME", "SWIFT_KEY", "SWIFT_CONTAINER_NAME", "SWIFT_RETRIES")),
+                 settings=("SWIFT_AUTH_URL", "SWIFT_USERNAME", "SWIFT_KEY", "SWIFT_CONTAINER_NAME", "SWIFT_RETRIES"),
+                 copy_job=True, upload_job=True),
 )  # fmt: skip
 
 PLANNED_STORAGE: tuple[str, ...] = ("s3",)

@@ -62,6 +62,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- op jobs: what pfcon 6's copy, upload and delete containers run ---------------
+
+
+def cmd_op(args: argparse.Namespace) -> int:
+    """``pfcon op copy|upload|delete KEY_DIR``: the op job of pfcon 6, run in this project's
+    image by the scheduler (docs/wire-contract.md). It reads its parameters file from
+    KEY_DIR (``key-<jid>/``, mounted at /share/outgoing), the store's settings from its
+    environment, and runs the use case on the storage adapter the server uses. Its output
+    (the job's logs, returned to clients) never holds a credential."""
+    from ..adapters.storage.jobarea import read_params
+    from ..bootstrap import op_worker_storage
+    from ..domain.model import CopyParams, DeleteParams, JobKind, UploadParams
+    from ..domain.opjobs import OpWorker
+
+    kind = JobKind(args.kind)
+    key_dir = os.path.abspath(args.key_dir)
+    params = read_params(key_dir, kind)
+    storage_env = getattr(params, "storage_env", None) or os.environ.get("STORAGE_ENV") or "zipfile"
+    shared_root = args.shared_root if kind is JobKind.COPY and storage_env in ("fslink", "filesystem") else None
+    storage = op_worker_storage(storage_env, key_dir, shared_root, dict(os.environ))
+    worker = OpWorker(storage)
+    started = time.monotonic()
+    if isinstance(params, CopyParams):
+        data = worker.copy(params)
+        print(f"copied {data.nfiles if data else 0} files of job {params.jid} ({storage_env}) into {key_dir}/incoming "
+              f"in {time.monotonic() - started:.1f} s", flush=True)
+    elif isinstance(params, UploadParams):
+        listing = worker.upload(params)
+        print(f"uploaded the {len(listing.rel_file_paths)} output files of job {params.jid} under "
+              f"{listing.job_output_path}/ ({storage_env}) in {time.monotonic() - started:.1f} s", flush=True)
+    elif isinstance(params, DeleteParams):
+        worker.delete(params)
+        left = getattr(getattr(storage, "storebase", None), "not_removed", [])
+        print(f"deleted the data of job {params.jid} in {time.monotonic() - started:.1f} s", flush=True)
+        if left:
+            shown = ", ".join(os.path.relpath(p, key_dir) for p in left[:5])
+            print(f"{len(left)} entries belong to another user and are left for the server to remove: {shown}", flush=True)
+    return 0
+
+
 # -- backends: a running server over HTTP, or the use cases in-process ----------
 
 
@@ -408,6 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    op = sub.add_parser(
+        "op", help="run an op job of pfcon 6 (what the copy, upload and delete containers run)",
+        description=cmd_op.__doc__,
+    )
+    op.add_argument("kind", choices=["copy", "upload", "delete"])
+    op.add_argument("key_dir", metavar="KEY_DIR", help="the job's key-<jid>/ (/share/outgoing in the op container)")
+    op.add_argument("--shared-root", default="/share/incoming",
+                    help="storeBase, read-only (a copy from a shared filesystem; default /share/incoming)")
+    op.set_defaults(func=cmd_op)
 
     common = [_client_options()]
     submit = sub.add_parser("submit", parents=common, help="submit a job: pfcon submit JID --image I -- cmd args...")

@@ -31,6 +31,16 @@ STATUSES = {
     (JOB, "delete"): {204, 401, 404, 500, 503},
     (FILE, "get"): {200, 400, 401, 404, 500, 503},
 }
+# pfcon 6: /pluginjobs/, /copyjobs/, /uploadjobs/, /deletejobs/ and their items; the plugin's file route.
+V6_LISTS = {kind: f"{API}/{kind}jobs" for kind in ("plugin", "copy", "upload", "delete")}
+PFILE = f"{API}/pluginjobs/{{jid}}/file"
+for _kind, _path in V6_LISTS.items():
+    STATUSES[(_path, "get")] = {200, 401, 500}
+    STATUSES[(_path, "post")] = {201, 400, 401, 409, 413, 500, 503, 507} | ({404} if _kind == "upload" else set())
+    STATUSES[(_path + "/{jid}", "get")] = {200, 401, 404, 500, 503}
+    STATUSES[(_path + "/{jid}", "delete")] = {204, 401, 500, 503}
+STATUSES[(PFILE, "get")] = {200, 400, 401, 404, 500, 503}
+JOB_ROUTES = (JOBS, *V6_LISTS.values())
 SUCCESS_SCHEMAS = {
     (HEALTH, "get"): "HealthBody",
     (READY, "get"): "ReadinessBody",
@@ -39,6 +49,11 @@ SUCCESS_SCHEMAS = {
     (JOBS, "post"): "SubmitBody",
     (JOB, "get"): "StatusBody",
     (FILE, "get"): "OutputListingBody",
+    (PFILE, "get"): "OutputListingBody",
+    **{(path, "get"): "ServerInfoV6Body" for path in V6_LISTS.values()},
+    **{(path + "/{jid}", "get"): "OpJobBody" for path in V6_LISTS.values()},
+    **{(path, "post"): "OpJobBody" for kind, path in V6_LISTS.items() if kind != "plugin"},
+    (V6_LISTS["plugin"], "post"): "PluginJobBody",
 }
 JOB_FIELDS = {
     "jid", "entrypoint", "args", "args_path_flags", "auid", "number_of_workers", "cpu_limit",
@@ -82,7 +97,7 @@ def test_bearer_security_scheme_is_applied_to_the_jobs_routes_only(doc: dict[str
     assert "security" not in doc  # no global requirement
     for (path, method) in STATUSES:
         security = doc["paths"][path][method].get("security")
-        if path.startswith(JOBS):
+        if path.startswith(JOB_ROUTES):
             assert security == [{"BearerToken": []}], (path, method)
         else:
             assert security is None, (path, method)
@@ -115,7 +130,7 @@ def test_every_status_the_app_maps_errors_to_is_documented(doc: dict[str, Any]) 
 @pytest.mark.parametrize(("path", "method"), list(SUCCESS_SCHEMAS))
 def test_success_responses_are_typed(doc: dict[str, Any], path: str, method: str) -> None:
     responses = doc["paths"][path][method]["responses"]
-    ok = responses["201" if (path, method) == (JOBS, "post") else "200"]
+    ok = responses["201" if method == "post" and path.startswith(JOB_ROUTES) else "200"]
     assert ok["content"]["application/json"]["schema"] == ref(SUCCESS_SCHEMAS[(path, method)])
     assert doc["paths"][JOB]["delete"]["responses"]["204"].get("content") is None
 

@@ -24,7 +24,7 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import JOB_TYPE_LABEL, ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
@@ -78,7 +78,8 @@ class DockerOptions:
     container_user: ContainerUser | None = None
     shm_size_mib: int | None = None
     pull_images: bool = False
-    network: str | None = None
+    network: str | None = None  # JOB_NETWORK: plugin jobs
+    op_network: str | None = None  # PFCON_OP_NETWORK: op jobs (copy, upload, delete) reach the store
     engine_name: str = "Docker engine"  # how errors name the backend ("Podman service", ...)
     capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
@@ -144,11 +145,14 @@ class DockerCompute:
             ]
         if opts.shm_size_mib:
             kwargs["shm_size"] = opts.shm_size_mib * 1024 * 1024
-        if opts.network:
-            kwargs["network_mode"] = opts.network
+        network = opts.network if job.labels.get(JOB_TYPE_LABEL, "plugin") == "plugin" else opts.op_network
+        if network:
+            kwargs["network_mode"] = network
         return kwargs
 
-    def _user(self) -> tuple[str | None, list[int] | None]:
+    def _user(self, job: ContainerJob) -> tuple[str | None, list[int] | None]:
+        if job.run_as is not None:
+            return f"{job.run_as[0]}:{job.run_as[1]}", None
         if self.options.container_user is None:
             return None, None
         uid, gid = self.options.container_user.pick()
@@ -197,7 +201,7 @@ class DockerCompute:
 
     def schedule(self, job: ContainerJob) -> JobInfo:
         self._check_workers(job.resources)  # the image is checked by create itself
-        user, group_add = self._user()
+        user, group_add = self._user(job)
         host_config_kwargs = self._host_config(job)
         if group_add:
             host_config_kwargs["group_add"] = group_add

@@ -239,7 +239,11 @@ class SwarmCompute:
 
     def schedule(self, job: ContainerJob) -> JobInfo:
         self._refuse(job.resources)
-        user = self.options.container_user.pick() if self.options.container_user else (None, None)
+        user: tuple[int | None, int | None] = (None, None)
+        if job.run_as is not None:
+            user = job.run_as  # an op job: the owner of key-<jid>/
+        elif self.options.container_user:
+            user = self.options.container_user.pick()
         spec = service_spec(job, self.options, user)
         try:
             self.api.create_service(

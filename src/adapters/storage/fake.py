@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import zipfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...domain.errors import InvalidInputData, InvalidJobSpec, JobAlreadyExists, JobNotFound, OutputNotFound
-from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData
+from ...domain.model import INPUT_DIR, OUTPUT_DIR, JobKind, Mount, OpParams, OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 
 LINK = ".chrislink"
@@ -92,3 +94,43 @@ class FakeStorage:
             for rel, data in files.items():
                 archive.writestr(rel, data)
         return ZipStream(f"{jid}.zip", iter([buf.getvalue()]))
+
+
+@dataclass
+class FakeJobArea:
+    """pfcon 6's ``key-<jid>/`` in memory: the parameters each op job got (JobAreaPort)."""
+
+    storage: FakeStorage
+    copy_from_shared: bool = True  # fslink-like: a copy job also mounts the storage root
+    outputs_in_key_dir: bool = False  # swift-like: the plugin writes into key-<jid>/outgoing
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<jid>-<kind>" -> params
+    removed: list[str] = field(default_factory=list)
+
+    def exists(self, jid: str) -> bool:
+        return jid in self.storage.incoming or any(k.startswith(f"{jid}-") for k in self.params)
+
+    def prepare(self, kind: JobKind, params: OpParams) -> None:
+        self.params[kind.job_name(params.jid)] = dataclasses.asdict(params)
+
+    def op_mounts(self, kind: JobKind, jid: str) -> tuple[Mount, ...]:
+        key = Mount(f"key-{jid}", OUTPUT_DIR, read_only=False)
+        if kind is JobKind.COPY and self.copy_from_shared:
+            return (key, Mount("", INPUT_DIR, read_only=True))
+        return (key,)
+
+    def plugin_mounts(self, jid: str, output_dir: str | None) -> tuple[Mount, ...]:
+        incoming = Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True)
+        if self.outputs_in_key_dir:
+            return (incoming, Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False))
+        if not output_dir or ".." in output_dir.split("/"):
+            raise InvalidInputData(f"output_dir: invalid path {output_dir!r}")
+        return (incoming, Mount(output_dir.strip("/"), OUTPUT_DIR, read_only=False))
+
+    def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
+        return self.storage.outputs(jid, job_output_path)
+
+    def remove(self, jid: str) -> None:
+        self.removed.append(jid)
+        self.storage.delete(jid)
+        for name in [k for k in self.params if k.startswith(f"{jid}-")]:
+            del self.params[name]

@@ -39,6 +39,8 @@ from ...domain.model import (
     MAX_MEMORY_MIB,
     MAX_WORKERS,
     MIN_MEMORY_MIB,
+    OP_JOB_ID_MAX_LENGTH,
+    JobKind,
 )
 from .schemas import ErrorBody
 
@@ -52,7 +54,7 @@ ERRORS: dict[int, str] = {
     "malformed field; otherwise it is a string.",
     401: "Missing, malformed, invalid or expired bearer token.",
     404: "No such job (or output directory).",
-    409: "A job with this id already exists.",
+    409: "A job with this id already exists, or (pfcon 6) a job this one needs has not finished as required.",
     413: "The request or its upload exceeds a configured limit.",
     415: "The request body is not JSON.",
     500: "Unexpected server error (details are in the server's log).",
@@ -147,6 +149,50 @@ def job_form_body(innetwork: bool) -> RequestBody:
             "application/x-www-form-urlencoded": OpenAPIMediaType(
                 schema=job_form_schema(innetwork, with_file=False)
             ),
+        },
+    )
+
+
+def plugin_form_body(innetwork: bool) -> RequestBody:
+    """pfcon 6's plugin job: pfcon 5's descriptors; in-network the input comes from the copy job."""
+    body = job_form_body(innetwork)
+    for media in (body.content or {}).values():
+        schema = media.schema
+        assert isinstance(schema, Schema) and schema.properties is not None
+        schema.properties["jid"] = OP_JID
+        if innetwork:
+            schema.required = [r for r in (schema.required or []) if r != "input_dirs"]
+    return body
+
+
+OP_JID = _string(
+    f"The job id: lower case letters, digits and '-', starting and ending with a letter or digit, at most "
+    f"{OP_JOB_ID_MAX_LENGTH} characters (so that its op jobs' names, <jid>-upload, fit the scheduler's 63), "
+    "not ending in -copy, -upload or -delete.",
+    pattern=rf"^/*[a-z0-9](?:[a-z0-9-]{{0,{OP_JOB_ID_MAX_LENGTH - 2}}}[a-z0-9])?$",
+)
+
+
+def op_form_body(kind: JobKind) -> RequestBody:
+    """The form of an op job's POST (pfcon 6): the job id, its fields, the op job's limits."""
+    properties: dict[str, Schema | Reference] = {"jid": OP_JID}
+    required = ["jid"]
+    if kind is JobKind.COPY:
+        properties["input_dirs"] = _strings("Input directories, relative to the storage root (repeated field).")
+        properties["output_dir"] = _string("The plugin's output directory, relative to the storage root.")
+        required.append("output_dir")
+    if kind is JobKind.UPLOAD:
+        properties["job_output_path"] = _string("Where the outputs go in the object store (a path under its root).")
+        required.append("job_output_path")
+    properties["cpu_limit"] = _integer("The op job's CPU limit in millicores (default 1000).", 1, MAX_CPU_MILLICORES)
+    properties["memory_limit"] = _integer("The op job's memory limit in MiB (default 300).", MIN_MEMORY_MIB, MAX_MEMORY_MIB)
+    schema = Schema(type=OpenAPIType.OBJECT, properties=properties, required=required)
+    return RequestBody(
+        required=True,
+        description=f"The {kind.value} job's parameters as form fields.",
+        content={
+            "application/x-www-form-urlencoded": OpenAPIMediaType(schema=schema),
+            "multipart/form-data": OpenAPIMediaType(schema=schema),
         },
     )
 
@@ -260,8 +306,11 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title,
         version=version,
-        description="A pfcon-compatible compute controller for ChRIS. Every error body is "
-        '`{"message": ...}`. The jobs routes need `Authorization: Bearer <token>` '
+        description="A pfcon-compatible compute controller for ChRIS, serving both API generations: "
+        "pfcon 5's `/api/v1/jobs/` (python-pfconclient 3.x: one request stages the input and runs the "
+        "plugin) and pfcon 6's `/api/v1/pluginjobs/`, `copyjobs/`, `uploadjobs/`, `deletejobs/` "
+        "(python-pfconclient 4: the client runs copy, plugin, upload and delete jobs one by one). "
+        'Every error body is `{"message": ...}`. The jobs routes need `Authorization: Bearer <token>` '
         "with a token from `POST /api/v1/auth-token/`.",
         path=SCHEMA_PATH,
         use_handler_docstrings=True,

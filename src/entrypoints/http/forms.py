@@ -99,6 +99,35 @@ def job_spec_from_form(form: FormData) -> JobSpec:
     )
 
 
+OP_JOB_DEFAULTS = {"cpu_limit": 1000, "memory_limit": 300}  # pfcon 6's op-job limits
+
+
+def op_job_fields(form: FormData, required: tuple[str, ...]) -> tuple[dict[str, str], dict[str, int]]:
+    """The fields of a pfcon 6 op-job POST: ``jid`` and ``required`` (strings; ``jid``
+    with leading '/' stripped) and the op job's limits, or every problem at once."""
+    problems: dict[str, str] = {}
+    values: dict[str, str] = {}
+    for name in ("jid", *required):
+        value = form.first(name)
+        if value is None:
+            problems[name] = MISSING
+        else:
+            values[name] = value
+    limits: dict[str, int] = {}
+    for name, default in OP_JOB_DEFAULTS.items():
+        raw = form.first(name)
+        if raw is None:
+            limits[name] = default
+        elif why := _int_problem(raw):
+            problems[name] = why
+        else:
+            limits[name] = int(raw)
+    if problems:
+        raise InvalidFields(problems)
+    values["jid"] = values["jid"].lstrip("/")
+    return values, limits
+
+
 def parse_urlencoded(body: bytes) -> FormData:
     form = FormData()
     try:

@@ -96,3 +96,56 @@ class OutputListingBody(msgspec.Struct):
 
     job_output_path: str
     rel_file_paths: list[str]
+
+
+# -- pfcon 6 (/pluginjobs/, /copyjobs/, /uploadjobs/, /deletejobs/) ---------------------------
+
+# pfcon 6 spells the not-started status "notStarted"; the others are pfcon 5's.
+StatusValueV6 = Literal["notStarted", "started", "finishedSuccessfully", "finishedWithError", "undefined"]
+assert set(get_args(StatusValueV6)) == {s.v6_value for s in JobStatus}
+
+
+class ServerInfoV6Body(msgspec.Struct):
+    """How this server runs jobs, and which op jobs a client must run in its storage mode."""
+
+    server_version: str
+    pfcon_innetwork: bool
+    storage_env: str
+    requires_copy_job: bool
+    requires_upload_job: bool
+    container_env: str
+    compute_volume_type: str | None
+    swift_auth_url: str | UnsetType = UNSET  # swift storage only
+    s3_endpoint_url: str | UnsetType = UNSET  # s3 storage only
+
+
+class OpJobCompute(msgspec.Struct):
+    """What the scheduler reports about a job of pfcon 6 (``jid`` is the job id, not the
+    op job's name); a skipped operation is ``finishedSuccessfully`` with ``<kind>Skipped``."""
+
+    jid: str
+    image: str
+    cmd: str
+    status: StatusValueV6
+    message: str
+    timestamp: str
+    logs: str
+
+
+class OpJobBody(msgspec.Struct):
+    compute: OpJobCompute
+
+
+class PluginJobData(msgspec.Struct, kw_only=True):
+    """What staging did with the input, when this request staged it (zipfile, filesystem);
+    ``{}`` when a copy job staged it, or when the job already existed."""
+
+    jid: str | UnsetType = UNSET
+    nfiles: int | UnsetType = UNSET
+    timestamp: str | UnsetType = UNSET
+    path: str | UnsetType = UNSET
+
+
+class PluginJobBody(msgspec.Struct):
+    data: PluginJobData
+    compute: OpJobCompute

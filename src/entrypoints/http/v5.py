@@ -1,0 +1,187 @@
+"""pfcon 5's API (``/api/v1/jobs/``, python-pfconclient 3.x): one request stages the input
+in-process and runs the plugin (docs/wire-contract.md).
+
+Handlers are thin: they parse pfcon's wire format, call a use case in the bounded worker
+pool (every port is synchronous and may block) and render pfcon's bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from ...domain.model import JobInfo, StagedData
+from ...domain.ports import StagingRequest, ZipStream
+from ...domain.services import JobService
+from . import docs
+from .common import Runner, Uploads, bind_job_id, options_handler, read_form
+from .docs import errors
+from .forms import job_spec_from_form
+from .schemas import JobCompute, JobData, OutputListingBody, ServerInfoBody, StatusBody, SubmitBody
+
+
+def compute_body(info: JobInfo, jid: str, logs: str) -> JobCompute:
+    return JobCompute(
+        jid=jid,
+        image=info.image,
+        cmd=info.cmd,
+        status=info.status.value,  # a StatusValue (checked in schemas)
+        message=info.message,
+        timestamp=info.timestamp,
+        logs=logs,
+    )
+
+
+def data_body(data: StagedData, jid: str) -> JobData:
+    return JobData(jid=jid, nfiles=data.nfiles, timestamp=data.timestamp, path=data.path)
+
+
+# Each handler lists the error statuses it answers (errors(...)); 500 is possible anywhere.
+
+
+@get(
+    "/jobs/",
+    sync_to_thread=False,
+    tags=["jobs"],
+    response_description="How this server runs jobs.",
+    responses=errors(401, 500),
+    operation_class=docs.PlainOperation,
+)
+def server_info(jobs: NamedDependency[JobService]) -> ServerInfoBody:
+    """How this server runs jobs: its version, storage and container environments."""
+    info = jobs.server_info()
+    body = {
+        "server_version": info.server_version,
+        "pfcon_innetwork": info.pfcon_innetwork,
+        "storage_env": info.storage_env,
+        "container_env": info.container_env,
+        "compute_volume_type": info.compute_volume_type,
+        **dict(info.extra),
+    }
+    return msgspec.convert(body, ServerInfoBody)
+
+async def submit_job(
+    request: Request[Any, Any, Any],
+    jobs: NamedDependency[JobService],
+    runner: NamedDependency[Runner],
+    uploads: NamedDependency[Uploads],
+) -> SubmitBody:
+    """Stage the job's input and schedule it (pfcon's job descriptors as form fields)."""
+    form = await read_form(request, uploads.spool, uploads.max_bytes)
+    try:
+        spec = job_spec_from_form(form)
+        bind_job_id(spec.jid)
+        staging = StagingRequest(
+            upload_path=form.upload_path, input_dirs=spec.input_dirs, output_dir=spec.output_dir
+        )
+        result = await runner.run(jobs.submit, spec, staging)
+    finally:
+        if form.upload_path is not None:
+            await runner.run(form.discard_upload)
+    return SubmitBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, ""))
+
+
+def submit_job_handler(innetwork: bool) -> Any:
+    """POST jobs/, documented with the form fields of this server's storage mode."""
+    return post(
+        "/jobs/",
+        status_code=201,
+        request_max_body_size=None,
+        tags=["jobs"],
+        response_description="The job's input is staged and the job is scheduled.",
+        responses=errors(400, 401, 409, 413, 500, 503, 507),
+        operation_class=docs.operation(request_body=docs.job_form_body(innetwork)),
+    )(submit_job)
+
+
+@get(
+    "/jobs/{jid:str}/",
+    tags=["jobs"],
+    response_description="The job's status.",
+    responses=errors(401, 404, 500, 503),
+    operation_class=docs.PlainOperation,
+)
+async def job_status(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> StatusBody:
+    """The job's status and the tail of its logs."""
+    bind_job_id(jid)
+    state = await runner.run(jobs.status, jid)
+    return StatusBody(compute=compute_body(state.info, jid, state.logs))
+
+
+@delete(
+    "/jobs/{jid:str}/",
+    status_code=204,
+    tags=["jobs"],
+    response_description="The job and its data are gone.",
+    responses=errors(401, 404, 500, 503),
+    operation_class=docs.PlainOperation,
+)
+async def delete_job(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> None:
+    """Remove the job's container and its data."""
+    bind_job_id(jid)
+    await runner.run(jobs.delete, jid)
+
+
+@get(
+    "/jobs/{jid:str}/file/",
+    tags=["jobs"],
+    responses={
+        200: ResponseSpec(
+            data_container=OutputListingBody,
+            description="The job's output: a zip of its files (application/zip), or in in-network modes "
+            "with `job_output_path` a JSON listing of the files (application/json).",
+            generate_examples=False,
+        ),
+        **errors(400, 401, 404, 500, 503),
+    },
+    operation_class=docs.operation(
+        parameters=[docs.JOB_OUTPUT_PATH],
+        extra_200={"application/zip": docs.ZIP_CONTENT},
+        headers_200=docs.ATTACHMENT_HEADERS,
+    ),
+)
+async def job_file(
+    request: Request[Any, Any, Any], jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]
+) -> Response[Any]:
+    """The job's output files."""
+    bind_job_id(jid)
+    job_output_path = request.query_params.get("job_output_path")
+    out = await runner.run(jobs.outputs, jid, job_output_path)
+    return output_response(out, jid, runner)
+
+
+
+def output_response(out: Any, jid: str, runner: Runner) -> Response[Any]:
+    """A zip stream, or a JSON listing as a file named after the job (pfcon's file route)."""
+    if isinstance(out, ZipStream):
+        return Stream(
+            runner.iterate(out.chunks),
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f"attachment; filename={out.filename}",
+                "Cache-Control": "no-cache",
+            },
+        )
+    return Response(
+        content=OutputListingBody(job_output_path=out.job_output_path, rel_file_paths=list(out.rel_file_paths)),
+        media_type="application/json",
+        headers={"Content-Disposition": f"attachment; filename={jid}.json", "Cache-Control": "no-cache"},
+    )
+
+
+def handlers(innetwork: bool) -> list[Any]:
+    """The routes of ``/api/v1/jobs/``, documented for this server's storage mode."""
+    return [
+        options_handler(["/jobs/", "/jobs/{jid:str}/"]),  # first: see options_handler
+        server_info,
+        submit_job_handler(innetwork),
+        job_status,
+        delete_job,
+        job_file,
+    ]
