@@ -30,3 +30,16 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -c 'import pfcon.entrypoints.http.app, pfconclient, swiftclient' 
     rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# python-pfconclient 4.0.0 (pfcon 6's client) cannot share .venv with 3.3.0: its own venv,
+# driven from the tests through tests/integration/pfconclient4_driver.py (JSON in and out).
+PFCONCLIENT4=.venv-pfconclient4
+if [ ! -x "$PFCONCLIENT4/bin/python" ] || ! "$PFCONCLIENT4/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("python-pfconclient") != "4.0.0")' 2>/dev/null; then
+    say "installing python-pfconclient 4.0.0 into $PFCONCLIENT4"
+    rm -rf "$PFCONCLIENT4" && "$PYTHON" -m venv "$PFCONCLIENT4" && mkdir -p .venv/log
+    if ! "$PFCONCLIENT4/bin/python" -m pip install -q 'python-pfconclient==4.0.0' > .venv/log/pfconclient4.log 2>&1; then
+        tail -20 .venv/log/pfconclient4.log >&2
+        echo "install.sh: pip install python-pfconclient==4.0.0 failed" >&2
+        exit 1
+    fi
+fi

@@ -140,10 +140,10 @@ class OpJobService:
     def copy(
         self, jid: str, input_dirs: tuple[str, ...], output_dir: str, cpu_limit: int, memory_limit: int
     ) -> OpResult:
+        self._check_id(jid)  # refused even where the copy is skipped: no such job could exist
+        resources = op_resources(cpu_limit, memory_limit)
         if not self.flow.copy_job:
             return OpResult(skipped(JobKind.COPY, jid))
-        self._check_id(jid)
-        resources = op_resources(cpu_limit, memory_limit)
         existing = self._existing(JobKind.COPY, jid)
         if existing is not None:
             return existing
@@ -179,10 +179,10 @@ class OpJobService:
         return self._run_or_existing(JobKind.PLUGIN, spec.jid, lambda: self.jobs.run_plugin(spec, mounts))
 
     def upload(self, jid: str, job_output_path: str, cpu_limit: int, memory_limit: int) -> OpResult:
-        if not self.flow.upload_job:
-            return OpResult(skipped(JobKind.UPLOAD, jid))
         self._check_id(jid)
         resources = op_resources(cpu_limit, memory_limit)
+        if not self.flow.upload_job:
+            return OpResult(skipped(JobKind.UPLOAD, jid))
         plugin = self._find(JobKind.PLUGIN, jid)
         if plugin is None:
             raise JobConflict("No plugin job found. A plugin job must complete before scheduling an upload job.")

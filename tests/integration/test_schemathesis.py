@@ -63,7 +63,35 @@ parameters = {{ "path.jid" = "{jid}"{f', "query.job_output_path" = "{output_dir}
 [[operations]]
 include-name = "DELETE /api/v1/jobs/{{jid}}"
 parameters = {{ "path.jid" = "{jid}-gone" }}
-"""
+
+# pfcon 6: the job submitted through pfcon 5 is the same plugin job (one scheduler object).
+[[operations]]
+include-name = "POST /api/v1/pluginjobs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "GET /api/v1/pluginjobs/{{jid}}"
+parameters = {{ "path.jid" = "{jid}" }}
+
+[[operations]]
+include-name = "GET /api/v1/pluginjobs/{{jid}}/file"
+parameters = {{ "path.jid" = "{jid}"{f', "query.job_output_path" = "{output_dir}"' if output_dir else ""} }}
+""" + "".join(f"""
+[[operations]]
+include-name = "DELETE /api/v1/{kind}jobs/{{jid}}"
+parameters = {{ "path.jid" = "{jid}-gone" }}
+""" for kind in ("plugin", "copy", "upload", "delete")) + "".join(f"""
+# An op job needs a job whose other jobs are in the right state: schema-valid ids are refused
+# when they end in an op job's suffix (400), or the job they name is not ready (409, 404).
+[[operations]]
+include-name = "POST /api/v1/{kind}jobs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+""" + (_ARRAY_AS_OBJECT if kind == "copy" else "") for kind in ("copy", "upload", "delete"))
+
+
+# A form field cannot tell an array from an object: `input_dirs={}` arrives as the directory
+# name "{}", a valid one (and in a mode that needs no copy, not even looked at).
+_ARRAY_AS_OBJECT = 'checks.negative_data_rejection.expected-statuses = ["201", "400", "401", "404", "409"]\n'
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -96,7 +124,7 @@ def _submit(api: str, headers: dict[str, str], jid: str, dirs: tuple[str, str] |
 def _remove_containers_of(docker_client: Any, storebase: str) -> list[str]:
     """Job containers whose data lives under this server's storeBase (whatever their id)."""
     removed = []
-    for c in docker_client.containers.list(all=True, filters={"label": "org.chrisproject.job_type=plugin"}):
+    for c in docker_client.containers.list(all=True, filters={"label": "org.chrisproject.job_type"}):
         sources = [m.get("Source", "") for m in c.attrs.get("Mounts") or ()]
         if any(s == storebase or s.startswith(storebase + os.sep) for s in sources):
             c.remove(force=True)
@@ -153,6 +181,8 @@ def test_the_served_openapi_document_holds_for_generated_requests(docker_client:
         # The real job was reached (its routes answered 200), then it is deleted like CUBE does.
         r = requests.delete(f"{server.api}jobs/{jid}/", headers=headers, timeout=60)
         assert r.status_code == 204, r.text
+        r = requests.get(f"{server.api}pluginjobs/{jid}/", headers=headers, timeout=60)
+        assert r.status_code == 404  # the same scheduler object, seen through pfcon 6
     finally:
         server.stop()
         stray = _remove_containers_of(docker_client, str(storebase))

@@ -117,6 +117,8 @@ def test_zipfile_skips_copy_and_upload_and_delete_without_data(app_factory: Any)
     assert r.status_code == 201 and r.json() == skipped("upload")
     assert post(api, "delete", jid="chris-jid-1").json() == skipped("delete")
     assert api.compute.jobs == {} and tree(api.storebase) == []
+    r = post(api, "copy", jid="Not/A-Job", output_dir="x")  # skipped or not, no such job could exist
+    assert r.status_code == 400 and "jid" in r.json()["message"]
 
 
 def test_copy_needs_output_dir_and_valid_limits(app_factory: Any) -> None:
