@@ -202,6 +202,7 @@ class TestFakeStorage(StorageContract):
 
 def test_every_configurable_storage_mode_has_a_contract_run() -> None:
     """A storage mode added to the configuration must also get a contract run."""
+    import tests.integration.test_s3_storage as s3_suite
     import tests.integration.test_swift_storage as swift_suite
     from pfcon.config import STORAGE_ENVS_BUILT
 
@@ -210,6 +211,7 @@ def test_every_configurable_storage_mode_has_a_contract_run() -> None:
         "filesystem": TestFileSystemStorage,
         "fslink": TestFsLinkStorage,
         "swift": swift_suite.TestSwiftStorage,
+        "s3": s3_suite.TestS3Storage,
     }
     assert set(STORAGE_ENVS_BUILT) == set(runs)
     assert all(issubclass(cls, StorageContract) for cls in runs.values())
