@@ -6,6 +6,8 @@ Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
               own create+start of the same image measured with the docker SDK, interleaved
   status      status GET latency of a finished job on Docker
   e2e         POST -> finishedSuccessfully wall time of a trivial job
+  v6          pfcon 6: a copy job of 20,000 files against pfcon 5's in-process staging, and the
+              plugin POST latency of /pluginjobs/ against /jobs/ (bench/v6_bench.py)
   concurrent  20 jobs submitted from 20 threads: submissions/s and finished jobs/s
   fake        status GET on a FakeCompute (framework overhead only), separate uvicorn process
   memory      server RSS growth while downloading a 1 GiB output zip and uploading a 1 GiB zip
@@ -53,7 +55,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("post", "status", "e2e", "concurrent", "fake", "memory", "staging")
+SECTIONS = ("post", "status", "e2e", "concurrent", "fake", "memory", "staging", "v6")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -478,6 +480,12 @@ class Bench:
         r.add("status", "  engine inspect+logs alone p50", pct(eng, 50), "ms")
         if server_side:
             r.add("status", "  server-side time (middleware) p50", pct(server_side, 50), "ms")
+
+    # -- pfcon 6: copy job vs in-process staging, plugin POST latency (bench/v6_bench.py) ----
+    def sec_v6(self) -> None:
+        import v6_bench
+
+        v6_bench.section(self, sys.modules[__name__])
 
     # -- section 3: POST -> finishedSuccessfully ----------------------------------------------
     def sec_e2e(self) -> None:

@@ -12,6 +12,13 @@ if [ "${CONTAINER_ENV:-docker}" = docker ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/docker-engine.sh start
     # The small image of the README's examples (seconds; a no-op once built).
     bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
+    # pfcon 6's op jobs run this project's image (built once; `make image` rebuilds it), on
+    # the host network: the local engine has no bridge, and they may have to reach Swift/S3.
+    if [ -z "${PFCON_OP_IMAGE:-}" ] && ! docker image inspect "local/pfcon:$(.venv/bin/python -c 'import pfcon; print(pfcon.__version__)')" >/dev/null 2>&1; then
+        say "building the op-job image (make image; once)"
+        bash scripts/build-image.sh >/dev/null || say "could not build the op-job image (make image): pfcon 6's op jobs will fail"
+    fi
+    export PFCON_OP_NETWORK=${PFCON_OP_NETWORK:-host}
 elif [ "${CONTAINER_ENV:-}" = podman ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/docker-engine.sh start
 elif [ "${CONTAINER_ENV:-}" = swarm ] && [ -z "${DOCKER_HOST:-}" ]; then

@@ -263,7 +263,9 @@ def op_job_options(settings: Settings) -> OpJobOptions:
 def _job_area(settings: Settings, storebase: Any, storage: Any) -> Any:
     from .adapters.storage.jobarea import JobArea
 
-    return JobArea(storebase, storage, storage_flow(settings), owner=op_user(settings))
+    # The Kubernetes adapter never mounts the PVC's root writable: there an fslink copy copies.
+    link_copies = settings.container_env != "kubernetes"
+    return JobArea(storebase, storage, storage_flow(settings), owner=op_user(settings), link_copies=link_copies)
 
 
 def op_worker_storage(storage_env: str, key_dir: str, shared_root: str | None, environ: dict[str, str]) -> Any:

@@ -3,9 +3,8 @@ cycles by python-pfconclient 4.0.0 (pfcon 6: copy, plugin, upload and delete job
 jobs running in this project's image) and by 3.3.0 (pfcon 5) against the same process.
 
 pfconclient 4.0.0 runs in its own venv (.venv-pfconclient4, scripts/install.sh) through
-``pfconclient4_driver.py``. Object stores: swift here (s3: add a fixture like
-``swift_server`` with STORAGE_ENV=s3 once the S3 adapter is built; ``MODES`` lists what a
-cycle expects of each mode).
+``pfconclient4_driver.py``. ``MODES`` lists what a cycle expects of each mode; the s3
+cycle runs once the S3 adapter is in the registry (skipped before, with the reason).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ import pytest
 from pfconclient.client import Client
 
 from ..contracts.storage import read_dir, write_files
+from pfcon.bootstrap import OP_DEFAULT_USER
+
 from .conftest import _require
 from .server import ROOT, Server, start_server
 from .test_e2e_zipfile import descriptors, wait_terminal
@@ -43,6 +44,7 @@ MODES = {
     "filesystem": {"copy": False, "upload": False, "innetwork": True},
     "fslink": {"copy": True, "upload": False, "innetwork": True},
     "swift": {"copy": True, "upload": True, "innetwork": True},
+    "s3": {"copy": True, "upload": True, "innetwork": True},
 }
 
 
@@ -126,6 +128,37 @@ def swift_conn() -> Any:
 @pytest.fixture(scope="module")
 def swift_server(docker_client: Any, op_image: str, swift_conn: Any, tmp_path_factory: Any) -> Iterator[Server]:
     yield from _server(docker_client, tmp_path_factory, "swift")
+
+
+@pytest.fixture(scope="module")
+def s3_client() -> Any:
+    from pfcon import registry
+
+    if registry.storage_mode("s3") is None:
+        pytest.skip("s3 storage is not built yet (no 's3' entry in src/registry.py)")
+    url = os.environ.get("S3_ENDPOINT_URL")
+    if not url:
+        _require("an S3 server", 'S3_ENDPOINT_URL is not set (eval "$(bash scripts/s3-server.sh env)")')
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=os.environ.get("S3_ACCESS_KEY", "minioadmin"),
+        aws_secret_access_key=os.environ.get("S3_SECRET_KEY", "minioadmin"),
+        region_name=os.environ.get("S3_REGION_NAME", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"),
+    )  # fmt: skip
+    try:
+        client.head_bucket(Bucket=os.environ.get("S3_BUCKET_NAME", "users"))
+    except Exception as e:  # noqa: BLE001
+        _require("an S3 server", str(e))
+    return client
+
+
+@pytest.fixture(scope="module")
+def s3_server(docker_client: Any, op_image: str, s3_client: Any, tmp_path_factory: Any) -> Iterator[Server]:
+    yield from _server(docker_client, tmp_path_factory, "s3")
 
 
 def make_zip(files: dict[str, bytes]) -> bytes:
@@ -301,6 +334,32 @@ def test_swift_cycles_with_links_and_upload(swift_server: Server, swift_conn: An
     assert v5["files"]["rel_file_paths"] == ["a.txt"]
 
 
+def test_s3_cycles_with_links_and_upload(s3_server: Server, s3_client: Any) -> None:
+    bucket = os.environ.get("S3_BUCKET_NAME", "users")
+    n = uuid.uuid4().hex[:8]
+    inp, out = f"t{n}/home/cube/feeds/1/in", f"t{n}/home/cube/feeds/1/out"
+    objects = {f"{inp}/test.txt": b"t", f"{inp}/sub/b.bin": bytes(range(256)),
+               f"{inp}/bob.chrislink": f"t{n}/home/bob".encode(), f"t{n}/home/bob/pipeline.yml": b"p"}  # fmt: skip
+    for name, content in objects.items():
+        s3_client.put_object(Bucket=bucket, Key=name, Body=content)
+    job = jid()
+    r = v6_cycle(s3_server, "s3", job, inputs=[inp], output=out)
+    check_cycle(s3_server, "s3", job, r)
+    expected = sorted(["test.txt", "sub/b.bin", f"t{n}_home_bob/pipeline.yml"])
+    assert ok(r["info"])["s3_endpoint_url"] == os.environ["S3_ENDPOINT_URL"]
+    assert sorted(ok(r["files"])["rel_file_paths"]) == expected
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=out + "/")
+    assert sorted(o["Key"][len(out) + 1 :] for o in listed.get("Contents", [])) == expected  # no link file
+    secret = os.environ.get("S3_SECRET_KEY", "minioadmin")
+    for name in ("copy_done", "upload_done", "plugin_done"):
+        assert secret not in json.dumps(r[name])
+    assert secret not in s3_server.logs()
+    n2 = uuid.uuid4().hex[:8]
+    s3_client.put_object(Bucket=bucket, Key=f"u{n2}/in/a.txt", Body=b"a")
+    v5 = v5_cycle(s3_server, jid(), input_dirs=[f"u{n2}/in"], output_dir=f"u{n2}/out", script=COPY_AND_TAMPER)
+    assert v5["files"]["rel_file_paths"] == ["a.txt"]
+
+
 # -- what op jobs are, on the engine --------------------------------------------------------
 
 
@@ -330,14 +389,23 @@ def test_op_containers_run_as_non_root_with_only_their_mounts_and_credentials(
     assert not os.path.exists(os.path.join(swift_server.storebase, f"key-{job}"))
 
 
-def test_fslink_copy_mounts_storebase_read_only(fslink_server: Server, docker_client: Any) -> None:
+def test_fslink_copy_mounts_storebase_once_to_hard_link(fslink_server: Server, docker_client: Any) -> None:
     inp, out = feed(fslink_server, {"a.txt": b"a"})
+    if os.getuid() == 0:  # files the op job's user may link (fs.protected_hardlinks)
+        for dirpath, _, names in os.walk(os.path.join(fslink_server.storebase, inp)):
+            for name in names:
+                os.chown(os.path.join(dirpath, name), *OP_DEFAULT_USER)
     job = jid()
-    drive(fslink_server, [{"call": "submit_job", "args": ["COPY", job, {"input_dirs": [inp], "output_dir": out}]},
-                          {"wait": "COPY", "jid": job}])  # fmt: skip
+    r = drive(fslink_server, [{"call": "submit_job", "args": ["COPY", job, {"input_dirs": [inp], "output_dir": out}]},
+                              {"wait": "COPY", "jid": job}])  # fmt: skip
+    assert ok(r[1])["compute"]["status"] == "finishedSuccessfully", r
+    source = os.stat(os.path.join(fslink_server.storebase, inp, "a.txt"))
+    staged = os.stat(os.path.join(fslink_server.storebase, f"key-{job}", "incoming", "a.txt"))
+    assert (staged.st_ino, staged.st_dev) == (source.st_ino, source.st_dev)  # a hard link, not a copy
     mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in docker_client.containers.get(f"{job}-copy").attrs["Mounts"]}
     assert mounts == {"/share/outgoing": (os.path.join(fslink_server.storebase, f"key-{job}"), True),
-                      "/share/incoming": (fslink_server.storebase, False)}  # fmt: skip
+                      "/share/incoming": (fslink_server.storebase, True)}  # fmt: skip
+    # staged through storeBase's mount, the files are hard links (the op job owns them here)
     assert docker_client.containers.get(f"{job}-copy").attrs["Config"]["Env"] in (None, []) or not any(
         e.startswith(("SWIFT_", "S3_")) for e in docker_client.containers.get(f"{job}-copy").attrs["Config"]["Env"])
     drive(fslink_server, [{"call": "submit_job", "args": ["DELETE", job, {}]}, {"wait": "DELETE", "jid": job},

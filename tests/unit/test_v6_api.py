@@ -160,7 +160,7 @@ def test_copy_schedules_the_op_job_and_is_idempotent(app_factory: Any) -> None:
     job = api.compute.jobs["chris-jid-1-copy"].job
     assert job.labels == {JOB_TYPE_LABEL: "copy"}
     assert {(m.source, m.target, m.read_only) for m in job.mounts} == {
-        ("key-chris-jid-1", "/share/outgoing", False), ("", "/share/incoming", True)}
+        ("key-chris-jid-1", "/share/outgoing", False), ("", "/share/incoming", False)}  # writable: to hard-link
     assert job.run_as is not None and job.run_as[0] != 0
     assert job.env == ()  # nothing to reach: no credentials
     assert (job.resources.cpu_limit, job.resources.memory_limit) == (500, 300)

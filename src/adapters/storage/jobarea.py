@@ -7,8 +7,12 @@ container sees it, so that the storage adapters the server uses for pfcon 5's in
 staging (zipfile, filesystem, fslink, swift, ...) run unchanged inside the op job:
 
 * ``key-<jid>/`` is mounted at ``/share/outgoing`` (read-write);
-* for a copy from a shared filesystem (fslink), storeBase itself at ``/share/incoming``
-  (read-only): links are followed and paths resolved inside it, as in the server.
+* for a copy from a shared filesystem (fslink), storeBase itself at ``/share/incoming``:
+  links are followed and paths resolved inside it, as in the server. Hard links cannot
+  cross mounts, so where the scheduler may mount it writable the copy stages through this
+  one mount (``/share/incoming/key-<jid>/incoming``) and hard-links like pfcon 5's staging,
+  instead of copying every file; the op job has the server's own uid, so never more rights
+  on storeBase than the server has.
 
 Parameters files are JSON objects (``job_params.json``, ``upload_params.json``,
 ``delete_params.json``; docs/wire-contract.md).
@@ -94,11 +98,18 @@ class JobArea:
     """The server's side of ``key-<jid>/`` for pfcon 6 (implements JobAreaPort)."""
 
     def __init__(
-        self, storebase: StoreBase, storage: StoragePort, flow: StorageFlow, owner: tuple[int, int] | None = None
+        self,
+        storebase: StoreBase,
+        storage: StoragePort,
+        flow: StorageFlow,
+        owner: tuple[int, int] | None = None,
+        link_copies: bool = True,
     ) -> None:
         self.storebase = storebase
         self.storage = storage
         self.flow = flow
+        # A copy from a shared filesystem mounts storeBase writable, to hard-link (see above).
+        self.link_copies = link_copies
         # When the server runs as root, op jobs do not: the dirs they write are handed to them.
         self.owner = owner if owner is not None and os.geteuid() == 0 else None
 
@@ -135,7 +146,7 @@ class JobArea:
     def op_mounts(self, kind: JobKind, jid: str) -> tuple[Mount, ...]:
         key = Mount(f"key-{jid}", OUTPUT_DIR, read_only=False)
         if kind is JobKind.COPY and not self.flow.outputs_in_key_dir:  # fslink: links into storeBase
-            return (key, Mount("", INPUT_DIR, read_only=True))
+            return (key, Mount("", INPUT_DIR, read_only=not self.link_copies))
         return (key,)
 
     def plugin_mounts(self, jid: str, output_dir: str | None) -> tuple[Mount, ...]:
@@ -206,10 +217,18 @@ class OpJobStoreBase(StoreBase):
     def __init__(self, key_dir: str, shared_root: str | None = None) -> None:
         super().__init__(shared_root or key_dir)
         self._key = key_dir
+        self._shared_root = shared_root
+        self._staging_key: str | None = None
         self.not_removed: list[str] = []
 
     def key_dir(self, jid: str) -> str:
-        return self._key
+        if self._staging_key is None:
+            self._staging_key = self._key
+            same = os.path.join(self._shared_root, f"key-{jid}") if self._shared_root else None
+            with contextlib.suppress(OSError):
+                if same and os.path.samefile(same, self._key) and os.access(same, os.W_OK):
+                    self._staging_key = same  # key-<jid>/ seen through storeBase's own mount
+        return self._staging_key
 
     def exists(self, jid: str) -> bool:
         return os.path.isdir(self._key)
