@@ -223,7 +223,7 @@ class ContainerJob:
     name: str
     image: str
     command: tuple[str, ...]
-    env: tuple[str, ...]
+    env: tuple[str, ...] = field(repr=False)  # may hold credentials (op jobs): never in a repr
     resources: Resources
     mounts: tuple[Mount, ...]
     labels: dict[str, str] = field(default_factory=dict)

@@ -19,19 +19,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
-
-import httpx
 
 from ..config import ConfigError, Settings, load_settings
 from ..domain.errors import DomainError
 from ..domain.model import JobInfo, JobSpec, JobStatus, PluginType, Resources
 from ..domain.ports import StagingRequest, ZipStream
 
+if TYPE_CHECKING:
+    import httpx
+
+
+class _LazyHttpx:
+    """httpx, imported on first use: op jobs (``pfcon op``) start faster without it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import httpx as module
+
+        return getattr(module, name)
+
+
+if not TYPE_CHECKING:
+    httpx = _LazyHttpx()
+
 DEFAULT_URL = "http://127.0.0.1:30005/api/v1/"
 DEV_USER, DEV_PASSWORD = "pfcon", "pfcon1234"  # pfcon's APPLICATION_MODE=dev credentials
-HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
+HTTP_TIMEOUTS = {"connect": 10.0, "read": 600.0, "write": 600.0, "pool": 10.0}
 DOWNLOAD_CHUNK = 1024 * 1024
 POLL_SECONDS = 0.5
 TERMINAL_STATUSES = frozenset(s.value for s in JobStatus if s.is_terminal)
@@ -190,7 +204,7 @@ class HttpBackend:
         self.base = url.rstrip("/") + "/"
         self._credentials = {"pfcon_user": user, "pfcon_password": password}
         self._owned = client is None
-        self._client = client if client is not None else httpx.Client(timeout=HTTP_TIMEOUT)
+        self._client = client if client is not None else httpx.Client(timeout=httpx.Timeout(**HTTP_TIMEOUTS))
         self._token: str | None = None
 
     def close(self) -> None:
