@@ -360,6 +360,37 @@ def test_s3_cycles_with_links_and_upload(s3_server: Server, s3_client: Any) -> N
     assert v5["files"]["rel_file_paths"] == ["a.txt"]
 
 
+# -- op jobs on Docker Swarm: the same ContainerJob, as a service ----------------------------
+
+
+@pytest.fixture(scope="module")
+def swarm_fslink_server(docker_client: Any, op_image: str, tmp_path_factory: Any) -> Iterator[Server]:
+    from .test_swarm_compute import job_services, require_swarm
+
+    swarm = require_swarm(docker_client)
+    base = tmp_path_factory.mktemp("v6-swarm")
+    storebase = base / "storeBase"
+    storebase.mkdir()
+    server = start_server(str(storebase), str(base / "server.log"), CONTAINER_ENV="swarm",
+                          PFCON_INNETWORK="true", STORAGE_ENV="fslink")  # fmt: skip
+    yield server
+    server.stop()
+    for name in job_services(swarm):
+        if name.startswith("v6-"):
+            swarm.api.remove_service(name)
+
+
+@pytest.mark.swarm
+def test_fslink_cycles_on_swarm(swarm_fslink_server: Server, docker_client: Any) -> None:
+    server = swarm_fslink_server
+    inp, out = feed(server, {"test.txt": b"t", "home_bob.chrislink": b"home/bob"})
+    write_files(server.storebase, {"home/bob/pipeline.yml": b"p"})
+    job = jid()
+    r = v6_cycle(server, "fslink", job, inputs=[inp], output=out)
+    check_cycle(server, "fslink", job, r)
+    assert read_dir(os.path.join(server.storebase, out)) == {"test.txt": b"t", "home_bob/pipeline.yml": b"p"}
+
+
 # -- what op jobs are, on the engine --------------------------------------------------------
 
 
