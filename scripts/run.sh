@@ -44,6 +44,11 @@ case "$innetwork" in
             bash scripts/swift-aio.sh start >&2
             eval "$(bash scripts/swift-aio.sh env)"
         fi
+        if [ "${STORAGE_ENV:-}" = s3 ] && [ -z "${S3_ENDPOINT_URL:-}" ]; then
+            say "starting a local S3 (SeaweedFS) for STORAGE_ENV=s3"
+            bash scripts/s3-server.sh start >&2
+            eval "$(bash scripts/s3-server.sh env)"
+        fi
         ;;
 esac
 

@@ -12,8 +12,12 @@ bash scripts/test-images.sh
 bash scripts/build-image.sh >/dev/null  # the op-job image of pfcon 6 (PFCON_OP_IMAGE; cached layers)
 bash scripts/swift-aio.sh start
 eval "$(bash scripts/swift-aio.sh env)"
+bash scripts/s3-server.sh start
+eval "$(bash scripts/s3-server.sh env)"
 bash scripts/podman-engine.sh start
 eval "$(bash scripts/podman-engine.sh env)"
+bash scripts/k8s-cluster.sh start  # Kubernetes 1.20 on the same engine (built once, cached)
+eval "$(bash scripts/k8s-cluster.sh env)"
 
 say "static checks: import-linter (architecture), ruff, mypy (strict on the domain)"
 .venv/bin/lint-imports

@@ -15,7 +15,7 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from . import __version__, registry
-from .config import SWIFT_DEV_DEFAULTS, ConfigError, Settings, load_settings
+from .config import S3_DEV_DEFAULTS, SWIFT_DEV_DEFAULTS, ConfigError, Settings, load_settings
 from .domain.model import ComputeCapabilities, ServerInfo, StorageFlow
 from .domain.opjobs import OpJobOptions, OpJobService
 from .registry import SchedulerEntry
@@ -107,6 +107,51 @@ def swarm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
     return compute
 
 
+def kubernetes_compute(settings: Settings, entry: SchedulerEntry) -> Any:
+    from .adapters.compute.kubernetes import (
+        KubeApi, KubernetesCompute, KubernetesOptions, check_storebase_claim, labels_problem,
+    )  # fmt: skip
+    from .domain.errors import BackendUnavailable
+
+    k, c = settings.kubernetes, settings.compute
+    for variable, pairs in (("JOB_LABELS", settings.job_labels), ("NODE_SELECTOR", k.node_selector_pairs)):
+        why = labels_problem(pairs)
+        if why:
+            raise ConfigError(variable, why)
+    where = k.kubeconfig or "the in-cluster service account"
+    try:
+        api = KubeApi.connect(k.kubeconfig)
+    except Exception as e:  # noqa: BLE001 - a missing or broken kubeconfig / service account
+        raise ConfigError("KUBECONFIG", f"cannot load the Kubernetes configuration from {where}: {e}") from None
+    try:
+        api.list("jobs", k.job_namespace, "app.kubernetes.io/managed-by=pfcon", limit=1)  # reachable, and allowed
+        problem = check_storebase_claim(api, k.job_namespace, c.volume_name or "")
+    except BackendUnavailable as e:
+        raise ConfigError("KUBECONFIG", f"cannot use the Kubernetes API server ({where}): {e.message}") from None
+    except Exception as e:  # noqa: BLE001 - ApiError: 401/403 (credentials, RBAC)
+        raise ConfigError("JOB_NAMESPACE", f"cannot list Jobs in namespace {k.job_namespace!r}: {e}") from None
+    if problem:
+        raise ConfigError("VOLUME_NAME", problem)
+    options = KubernetesOptions(
+        volume_name=c.volume_name,
+        namespace=k.job_namespace,
+        labels=settings.job_labels,
+        node_selector=k.node_selector_pairs,
+        image_pull_secrets=k.image_pull_secret_names,
+        ignore_limits=c.ignore_limits,
+        container_user=settings.container_user,
+        shm_size_mib=c.shm_size_mib,
+        host_network=k.host_network,
+        resync_seconds=k.resync_seconds,
+        log_refresh_seconds=k.log_refresh_seconds,
+        sweep_after_seconds=float(k.sweep_after),
+        capabilities=entry.capabilities,
+    )
+    compute = KubernetesCompute(api, options)
+    compute.view.wait_current(10)  # start with a warm view (until then, status reads go direct)
+    return compute
+
+
 def _podman_capabilities(entry: SchedulerEntry) -> ComputeCapabilities:
     # Podman's Docker-compatible API drops GPU requests silently (the adapter detects and
     # refuses them): GPUs are not a capability of this engine.
@@ -185,6 +230,49 @@ def swift_options(settings: Settings) -> dict[str, str]:
     return {k: v or SWIFT_DEV_DEFAULTS[k] for k, v in values.items()}
 
 
+def s3_storage(settings: Settings, storebase: Any) -> Any:
+    from .adapters.storage.s3 import S3Settings, S3Storage
+
+    s3 = s3_options(settings)
+    try:
+        storage = S3Storage(
+            storebase,
+            S3Settings(
+                endpoint_url=s3["endpoint_url"],
+                access_key=s3["access_key"],
+                secret_key=s3["secret_key"],
+                bucket=s3["bucket_name"],
+                region=s3["region_name"],
+                retries=settings.s3.retries,
+                concurrency=settings.storage.staging_workers,
+            ),
+            workers=settings.storage.staging_workers,
+            compression=_zip_compression(settings),
+        )
+    except Exception as e:  # noqa: BLE001 - botocore refuses the endpoint or region
+        raise ConfigError("S3_ENDPOINT_URL", f"cannot use S3 at {s3['endpoint_url']}: {e}") from None
+    if not settings.production:
+        try:
+            storage.ensure_container()  # pfcon's dev mode creates the bucket too
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError("S3_ENDPOINT_URL", f"cannot use S3 at {s3['endpoint_url']}: {e}") from None
+    return storage
+
+
+def s3_options(settings: Settings) -> dict[str, str]:
+    """S3's connection settings; pfcon's dev defaults fill what dev mode leaves unset."""
+    s = settings.s3
+    values = {
+        "endpoint_url": s.endpoint_url, "access_key": s.access_key, "secret_key": s.secret_key,
+        "bucket_name": s.bucket_name,
+    }  # fmt: skip
+    if settings.production:
+        resolved = {k: v or "" for k, v in values.items()}
+    else:
+        resolved = {k: v or S3_DEV_DEFAULTS[k] for k, v in values.items()}
+    return {**resolved, "region_name": s.region_name}
+
+
 def _jwt_auth(settings: Settings) -> Any:
     from .adapters.auth.jwt import JwtAuth
 
@@ -195,6 +283,8 @@ def server_info(settings: Settings) -> ServerInfo:
     extra: tuple[tuple[str, str], ...] = ()
     if settings.storage.innetwork and settings.storage_env == "swift":
         extra = (("swift_auth_url", swift_options(settings)["auth_url"]),)
+    elif settings.storage.innetwork and settings.storage_env == "s3":
+        extra = (("s3_endpoint_url", s3_options(settings)["endpoint_url"]),)
     return ServerInfo(
         server_version=__version__,
         pfcon_innetwork=settings.storage.innetwork,
@@ -252,7 +342,17 @@ def store_env(settings: Settings) -> tuple[str, ...]:
             f"SWIFT_RETRIES={settings.swift.retries}",
             f"STAGING_WORKERS={settings.storage.staging_workers}",
         )
-    # s3 (src/adapters/storage/s3.py): its S3_* settings, resolved the same way, go here.
+    if settings.storage_env == "s3":
+        s3 = s3_options(settings)
+        return (
+            f"S3_ENDPOINT_URL={s3['endpoint_url']}",
+            f"S3_ACCESS_KEY={s3['access_key']}",
+            f"S3_SECRET_KEY={s3['secret_key']}",
+            f"S3_REGION_NAME={s3['region_name']}",
+            f"S3_BUCKET_NAME={s3['bucket_name']}",
+            f"S3_RETRIES={settings.s3.retries}",
+            f"STAGING_WORKERS={settings.storage.staging_workers}",
+        )
     return (f"STAGING_WORKERS={settings.storage.staging_workers}",)
 
 

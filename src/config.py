@@ -5,7 +5,7 @@ each field's wire name is its environment variable, so a type error names the va
 A bad value, an unknown mode or an insecure production setting raises
 :class:`ConfigError`; entrypoints turn it into a one-line message and a non-zero exit.
 
-Secrets (``SECRET_KEY``, ``PFCON_PASSWORD``, ``SWIFT_KEY``) are :class:`Secret`
+Secrets (``SECRET_KEY``, ``PFCON_PASSWORD``, ``SWIFT_KEY``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``) are :class:`Secret`
 strings whose ``repr`` is ``'***'``, so no settings object prints them.
 """
 
@@ -119,6 +119,17 @@ class SwiftSection(_Section, frozen=True, kw_only=True):
     retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = _env("SWIFT_RETRIES", 5)
 
 
+class S3Section(_Section, frozen=True, kw_only=True):
+    """S3 (``STORAGE_ENV=s3``): pfcon's S3_* variables; dev mode fills what is unset."""
+
+    endpoint_url: str | None = _env("S3_ENDPOINT_URL", None)
+    access_key: Secret | None = _env("S3_ACCESS_KEY", None)
+    secret_key: Secret | None = _env("S3_SECRET_KEY", None)
+    region_name: str = _env("S3_REGION_NAME", "us-east-1")
+    bucket_name: str | None = _env("S3_BUCKET_NAME", None)
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = _env("S3_RETRIES", 5)
+
+
 class ComputeSettings(_Section, frozen=True, kw_only=True):
     container_env: str = _env("CONTAINER_ENV", "docker")
     compute_volume_type: str | None = _env("COMPUTE_VOLUME_TYPE", None)
@@ -154,6 +165,30 @@ class OpJobSettings(_Section, frozen=True, kw_only=True):
     network: str | None = _env("PFCON_OP_NETWORK", None)
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class KubernetesSection(_Section, frozen=True, kw_only=True):
+    """Kubernetes (``CONTAINER_ENV=kubernetes`` or ``openshift``); storeBase is the PVC ``VOLUME_NAME``."""
+
+    job_namespace: Annotated[str, msgspec.Meta(pattern=_DNS_LABEL, max_length=63)] = _env("JOB_NAMESPACE", "default")
+    node_selector: str = _env("NODE_SELECTOR", "")  # k=v,k2=v2
+    image_pull_secrets: str = _env("IMAGE_PULL_SECRETS", "")  # CSV of Secret names
+    kubeconfig: str | None = _env("KUBECONFIG", None)  # unset: the pod's service account (in-cluster)
+    host_network: bool = _env("KUBERNETES_HOST_NETWORK", False)
+    resync_seconds: Annotated[float, msgspec.Meta(ge=10, le=3600)] = _env("KUBERNETES_RESYNC_SECONDS", 300.0)
+    log_refresh_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = _env("KUBERNETES_LOG_REFRESH_SECONDS", 1.0)
+    sweep_after: NonNegative = _env("KUBERNETES_SWEEP_AFTER", 0)  # seconds; 0: finished Jobs are kept
+
+    @property
+    def node_selector_pairs(self) -> tuple[tuple[str, str], ...]:
+        return _labels(self.node_selector)
+
+    @property
+    def image_pull_secret_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.image_pull_secrets.split(",") if name.strip())
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "app": AppSettings,
     "auth": AuthSettings,
@@ -161,9 +196,11 @@ SECTIONS: dict[str, type[_Section]] = {
     "storage": StorageSettings,
     "zip": ZipSettings,
     "swift": SwiftSection,
+    "s3": S3Section,
     "compute": ComputeSettings,
     "docker": DockerSection,
     "opjobs": OpJobSettings,
+    "kubernetes": KubernetesSection,
 }
 
 
@@ -176,9 +213,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     zip: ZipSettings = msgspec.field(default_factory=ZipSettings)
     swift: SwiftSection = msgspec.field(default_factory=SwiftSection)
+    s3: S3Section = msgspec.field(default_factory=S3Section)
     compute: ComputeSettings = msgspec.field(default_factory=ComputeSettings)
     docker: DockerSection = msgspec.field(default_factory=DockerSection)
     opjobs: OpJobSettings = msgspec.field(default_factory=OpJobSettings)
+    kubernetes: KubernetesSection = msgspec.field(default_factory=KubernetesSection)
 
     # -- resolved views used by the composition root ----------------------------
     @property
@@ -314,7 +353,7 @@ def _choices(variable: str) -> tuple[str, ...]:
 
 
 def _is_secret(variable: str) -> bool:
-    return variable in ("SECRET_KEY", "PFCON_PASSWORD", "SWIFT_KEY")
+    return variable in ("SECRET_KEY", "PFCON_PASSWORD", "SWIFT_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")
 
 
 def _validate(s: Settings) -> Settings:
@@ -370,6 +409,13 @@ def _validate_compute(s: Settings) -> None:
             raise ConfigError("VOLUME_NAME", "conflicts with COMPUTE_VOLUME_TYPE=host (use STOREBASE)")
     elif storebase:
         raise ConfigError("STOREBASE", f"is only valid with COMPUTE_VOLUME_TYPE=host, not {volume_type}")
+    if volume_type == "kubernetes_pvc" and not volume_name:
+        raise ConfigError("VOLUME_NAME", "is required when COMPUTE_VOLUME_TYPE=kubernetes_pvc (the PVC holding storeBase)")
+    if s.container_env == "kubernetes":
+        try:
+            _labels(s.kubernetes.node_selector)
+        except ValueError as e:
+            raise ConfigError("NODE_SELECTOR", str(e)) from None
     try:
         parse_container_user(s.compute.container_user)
     except ValueError as e:
@@ -419,6 +465,15 @@ def _validate_production(s: Settings) -> None:
         ):
             if not value:
                 raise ConfigError(variable, "is required when STORAGE_ENV=swift and APPLICATION_MODE=production")
+    if s.storage_env == "s3":
+        for variable, value in (
+            ("S3_ENDPOINT_URL", s.s3.endpoint_url),
+            ("S3_ACCESS_KEY", s.s3.access_key),
+            ("S3_SECRET_KEY", s.s3.secret_key),
+            ("S3_BUCKET_NAME", s.s3.bucket_name),
+        ):
+            if not value:
+                raise ConfigError(variable, "is required when STORAGE_ENV=s3 and APPLICATION_MODE=production")
 
 
 # pfcon's development defaults for Swift (only used when APPLICATION_MODE=dev).
@@ -427,4 +482,12 @@ SWIFT_DEV_DEFAULTS = {
     "username": "chris:chris1234",
     "key": "testing",
     "container_name": "users",
+}
+
+# pfcon's development defaults for S3 (only used when APPLICATION_MODE=dev).
+S3_DEV_DEFAULTS = {
+    "endpoint_url": "http://s3-service:9000",
+    "access_key": "minioadmin",
+    "secret_key": "minioadmin",
+    "bucket_name": "users",
 }

@@ -67,10 +67,26 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
             max_workers=1, checks_image_at_submit=False, unique_names=True, gpus=False, hard_memory_limit=True
         ),
     ),
+    SchedulerEntry(
+        name="kubernetes",
+        aliases=("openshift",),
+        factory="kubernetes_compute",
+        volume_types=("kubernetes_pvc",),  # VOLUME_NAME: the PVC holding storeBase, mounted with subPaths
+        settings=(
+            "VOLUME_NAME", "JOB_NAMESPACE", "NODE_SELECTOR", "IMAGE_PULL_SECRETS", "KUBECONFIG",
+            "KUBERNETES_HOST_NETWORK", "KUBERNETES_RESYNC_SECONDS", "KUBERNETES_LOG_REFRESH_SECONDS",
+            "KUBERNETES_SWEEP_AFTER", *_JOB_SETTINGS,
+        ),
+        # The kubelet pulls images: an absent one shows in the status message
+        # (docs/adr/0013-kubernetes.md). Workers are the Job's parallel pods.
+        capabilities=ComputeCapabilities(
+            max_workers=64, checks_image_at_submit=False, unique_names=True, gpus=True, hard_memory_limit=True
+        ),
+    ),
 )
 
 # Schedulers pfcon names that this build does not provide yet: refused with a clear message.
-PLANNED_SCHEDULERS: tuple[str, ...] = ("kubernetes", "openshift", "cromwell", "slurm")
+PLANNED_SCHEDULERS: tuple[str, ...] = ("cromwell", "slurm")
 
 STORAGE_MODES: tuple[StorageEntry, ...] = (
     StorageEntry("zipfile", "zipfile_storage", innetwork=False,
@@ -80,9 +96,13 @@ STORAGE_MODES: tuple[StorageEntry, ...] = (
     StorageEntry("swift", "swift_storage", innetwork=True,
                  settings=("SWIFT_AUTH_URL", "SWIFT_USERNAME", "SWIFT_KEY", "SWIFT_CONTAINER_NAME", "SWIFT_RETRIES"),
                  copy_job=True, upload_job=True),
+    StorageEntry("s3", "s3_storage", innetwork=True,
+                 settings=("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION_NAME", "S3_BUCKET_NAME",
+                           "S3_RETRIES"),
+                 copy_job=True, upload_job=True),
 )  # fmt: skip
 
-PLANNED_STORAGE: tuple[str, ...] = ("s3",)
+PLANNED_STORAGE: tuple[str, ...] = ()
 
 
 def scheduler(container_env: str) -> SchedulerEntry | None:

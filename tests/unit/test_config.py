@@ -1,4 +1,4 @@
-"""pfcon's environment variables (contract §9) and CONTAINER_USER (contract §5.4)."""
+"""pfcon's environment variables (README.md, docs/wire-contract.md §11) and CONTAINER_USER (docs/wire-contract.md §6.4)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def flat(s: Settings) -> Any:
     values: dict[str, Any] = {}
     for name in SECTIONS:
         section = msgspec.structs.asdict(getattr(s, name))
-        prefix = f"{name}_" if name in ("swift", "docker") else ""
+        prefix = f"{name}_" if name in ("swift", "docker", "s3") else ""
         values.update({prefix + k: v for k, v in section.items()})
     values["innetwork"] = s.storage.innetwork
     values.update({name: getattr(s, name) for name in RESOLVED})
@@ -154,12 +154,12 @@ def test_in_network_defaults_to_swift() -> None:
     assert s.storage_env == "swift"
 
 
-@pytest.mark.parametrize("storage", ["filesystem", "fslink", "swift"])
+@pytest.mark.parametrize("storage", ["filesystem", "fslink", "swift", "s3"])
 def test_in_network_storage_envs(storage: str) -> None:
     assert dev(PFCON_INNETWORK="yes", STORAGE_ENV=storage).storage_env == storage
 
 
-@pytest.mark.parametrize("storage", ["zipfile", "s3", "nfs", "ZIPFILE"])
+@pytest.mark.parametrize("storage", ["zipfile", "nfs", "ZIPFILE"])
 def test_in_network_refuses_other_storage_envs(storage: str) -> None:
     e = config_error({**DEV, "PFCON_INNETWORK": "true", "STORAGE_ENV": storage})
     assert e.variable == "STORAGE_ENV"
@@ -219,7 +219,7 @@ def test_podman_is_an_alias_of_docker() -> None:
     assert s.compute_volume_type == "docker_local_volume"
 
 
-@pytest.mark.parametrize("value", ["kubernetes", "openshift", "cromwell"])
+@pytest.mark.parametrize("value", ["cromwell", "slurm"])
 def test_planned_container_envs_are_refused_as_not_available(value: str) -> None:
     e = config_error({**DEV, "CONTAINER_ENV": value})
     assert e.variable == "CONTAINER_ENV"
@@ -365,7 +365,7 @@ def test_integers_out_of_range_or_malformed(variable: str, raw: str) -> None:
     assert e.variable == variable
 
 
-# -- CONTAINER_USER (contract §5.4) -------------------------------------------------
+# -- CONTAINER_USER (docs/wire-contract.md §6.4) -------------------------------------
 
 
 @pytest.mark.parametrize("value", [None, "", ":"])

@@ -21,9 +21,9 @@ def run_pfcon(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("env", "variable", "fragment"),
     [
         ({"APPLICATION_MODE": "production"}, "SECRET_KEY", "required"),
-        ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "kubernetes"}, "CONTAINER_ENV", "not available in this build yet"),
+        ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "cromwell"}, "CONTAINER_ENV", "not available in this build yet"),
         ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "nomad"}, "CONTAINER_ENV", "unsupported"),
-        ({"APPLICATION_MODE": "dev", "STORAGE_ENV": "s3", "PFCON_INNETWORK": "yes"}, "STORAGE_ENV", "not available in this build yet"),
+        ({"APPLICATION_MODE": "dev", "STORAGE_ENV": "s3"}, "STORAGE_ENV", "PFCON_INNETWORK"),
         ({"APPLICATION_MODE": "dev", "STORAGE_ENV": "fslink"}, "STORAGE_ENV", "PFCON_INNETWORK"),
         ({"APPLICATION_MODE": "dev", "COMPUTE_VOLUME_TYPE": "host"}, "STOREBASE", "required"),
         ({"APPLICATION_MODE": "dev", "COMPUTE_VOLUME_TYPE": "kubernetes_pvc"}, "COMPUTE_VOLUME_TYPE", "not valid"),
