@@ -24,6 +24,10 @@ say "static checks: import-linter (architecture), ruff, mypy (strict on the doma
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 
-say "test suite"
 export PFCON_REQUIRE_BACKENDS=1
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+# The fault-injection suite stops and restarts the Docker engine (which the swarm and the
+# kubelet run on): it runs last, after everything that needs those backends steady.
+say "test suite (everything but fault injection)"
+.venv/bin/python -m pytest tests -q -p no:cacheprovider -m "not faults" "$@"
+say "fault-injection suite"
+.venv/bin/python -m pytest tests -q -p no:cacheprovider -m faults "$@"
