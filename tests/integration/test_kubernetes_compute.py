@@ -32,7 +32,9 @@ from .server import ROOT
 
 pytestmark = pytest.mark.kubernetes
 
-NAMESPACE = "pfcon-test"
+# One namespace per test session (made by `k8s-cluster.sh pvc`, deleted at the end), so
+# that concurrent runs never see, or clean up, each other's Jobs.
+NAMESPACE = f"pfcon-test-{uuid.uuid4().hex[:6]}"
 # The local cluster has no pod network (a loopback-only CNI): a pod's sandbox has no IP,
 # and kubelet 1.20 then recreates the sandbox at its next sync, killing (SIGTERM) the
 # running container of any pod not on the host network ("Sandbox for pod has no IP
@@ -94,6 +96,8 @@ def cluster_fixture(tmp_path_factory: Any) -> Iterator[Cluster]:
             api.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE, _preload_content=False)
         with contextlib.suppress(Exception):
             api.core.delete_persistent_volume(f"pfcon-{NAMESPACE}-{name}", _preload_content=False)
+    with contextlib.suppress(Exception):
+        api.core.delete_namespace(NAMESPACE, _preload_content=False)
 
 
 def options(cluster: Cluster, **kw: Any) -> KubernetesOptions:

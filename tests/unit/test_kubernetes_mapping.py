@@ -5,6 +5,7 @@ semantics), the API request bound, error mapping of the real client, and the set
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import http.server
 import json
@@ -535,6 +536,14 @@ def settled(compute: KubernetesCompute, name: str, predicate: Any) -> None:
 
 
 # -- the adapter on the fake API ------------------------------------------------------------------------
+
+
+def test_an_op_job_runs_as_its_own_user(fake: FakeKube) -> None:
+    c = KubernetesCompute(fake, KubernetesOptions(container_user=parse_container_user("1000:1000")), start=False)
+    c.schedule(small("plugin"))
+    c.schedule(dataclasses.replace(small("op"), run_as=(10001, 10001)))
+    users = [b["spec"]["template"]["spec"]["containers"][0]["securityContext"] for b in fake.created]
+    assert [(u["runAsUser"], u["runAsGroup"]) for u in users] == [(1000, 1000), (10001, 10001)]
 
 
 def test_schedule_and_errors(compute: KubernetesCompute, fake: FakeKube) -> None:

@@ -609,13 +609,15 @@ class KubernetesCompute:
         # pulls it (or not); a problem shows in the status message.
         self._check_workers(resources)
 
-    def _user(self) -> tuple[int | None, int | None]:
+    def _user(self, job: ContainerJob) -> tuple[int | None, int | None]:
+        if job.run_as is not None:
+            return job.run_as  # an op job: the owner of key-<jid>/, never root
         user = self.options.container_user
         return user.pick() if user is not None else (None, None)
 
     def schedule(self, job: ContainerJob) -> JobInfo:
         self._check_workers(job.resources)
-        manifest = job_manifest(job, self.options, self._user())
+        manifest = job_manifest(job, self.options, self._user(job))
         try:
             created = self.api.create_job(self.namespace, manifest)
         except ApiError as e:
