@@ -72,7 +72,11 @@ def engine(request: Any) -> Any:
 def _no_stray(client: Any) -> Iterator[None]:
     before = {c.id for c in client.containers.list(all=True)}
     yield
-    stray = [c for c in client.containers.list(all=True) if c.id not in before]
+    stray = [
+        c
+        for c in client.containers.list(all=True)
+        if c.id not in before and "io.kubernetes.pod.name" not in (c.labels or {})  # the kubelet's, not ours
+    ]
     for c in stray:
         c.remove(force=True)
     assert not stray, f"stray containers: {[c.name for c in stray]}"
