@@ -1,12 +1,16 @@
 """Black-box: the real server with ``CONTAINER_ENV=kubernetes`` on the real cluster,
 driven by python-pfconclient 3.3.0 like CUBE, in zipfile and fslink mode (storeBase is
-a hostPath PVC the server also sees), with the real ChRIS plugin image; and the API
-server unreachable behind a closed TCP proxy (503 naming Kubernetes, then recovery)."""
+a hostPath PVC the server also sees), with the real ChRIS plugin image; whole pfcon 6
+cycles driven by python-pfconclient 4.0.0 in fslink and s3 mode, whose copy, upload and
+delete op jobs are Kubernetes Jobs (their specs caught by a watch); and the API server
+unreachable behind a closed TCP proxy (503 naming Kubernetes, then recovery)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import threading
 import time
 import uuid
 import zipfile
@@ -18,9 +22,15 @@ import requests
 from pfconclient.client import Client
 from pfconclient.exceptions import PfconRequestException
 
+from pfcon.adapters.compute.k8s_view import JOBS, PODS
+from pfcon.adapters.compute.kubernetes import MANAGED_BY, KubeApi
+from pfcon.bootstrap import OP_DEFAULT_USER
+
 from ..contracts.storage import read_dir, write_files
 from .conftest import PLUGIN_IMAGE, _require
 from .server import Server, start_server
+from .test_e2e_v6 import OP_IMAGE, check_cycle, feed, ok, v6_cycle
+from .test_e2e_v6 import s3_client  # noqa: F401 - the fixture (v6_s3 asks for it by name)
 from .test_e2e_zipfile import descriptors, make_zip, read_tree, wait_terminal, write_tree
 from .test_kubernetes_compute import (  # noqa: F401 - cluster_fixture: the fixture
     HOST_NETWORK, Cluster, cluster_fixture, delete_our_jobs, proxied_kubeconfig,
@@ -266,3 +276,244 @@ def test_api_server_unreachable_is_503_and_recovers(cluster: Cluster, tmp_path: 
         finally:
             server.stop()
             delete_our_jobs(cluster.api, cluster.namespace)
+
+
+# -- pfcon 6 cycles with pfconclient 4.0.0: the op jobs as Kubernetes Jobs -------------------------
+
+
+class JobRecorder:
+    """Every Job (and pod) this server creates in the namespace while it records, as the API
+    server stored it: a list, then a watch from its resourceVersion, so that the op Jobs a
+    cycle creates and deletes within seconds are all seen, whatever their lifetime."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.api = KubeApi.connect(cluster.kubeconfig)
+        self.namespace = cluster.namespace
+        self.jobs: dict[str, dict[str, Any]] = {}  # the Job as first stored, by name
+        self.pods: dict[str, dict[str, Any]] = {}  # the last state seen of each pod, by name
+        self._stop = threading.Event()
+        self._streams: list[Any] = []
+        self._threads: list[threading.Thread] = []
+
+    def _record(self, kind: str, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if not name or not obj.get("spec"):
+            return  # a bookmark
+        if kind == JOBS:
+            self.jobs.setdefault(name, obj)
+        else:
+            self.pods[name] = obj
+
+    def _watch(self, kind: str, version: str) -> None:
+        selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
+        while not self._stop.is_set():
+            try:
+                stream = self.api.watch(kind, self.namespace, selector, version, timeout=60)
+                self._streams.append(stream)
+                if self._stop.is_set():  # stopped while this watch was opened
+                    stream.close()
+                    return
+                for _, obj in stream:
+                    self._record(kind, obj)
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            except Exception:  # noqa: BLE001 - closed by stop(), or Gone: list again
+                if self._stop.is_set():
+                    return
+                items, version = self.api.list(kind, self.namespace, selector)
+                for obj in items:
+                    self._record(kind, obj)
+
+    def __enter__(self) -> JobRecorder:
+        selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
+        for kind in (JOBS, PODS):
+            _, version = self.api.list(kind, self.namespace, selector)  # before anything is submitted
+            thread = threading.Thread(target=self._watch, args=(kind, version), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for stream in self._streams:
+            stream.close()
+        for thread in self._threads:
+            thread.join(10)
+
+    def wait_pods_ended(self, jobs: list[str], timeout: float = 30) -> None:
+        """The watch may trail the cycle by a moment: until every Job's pod is seen ended."""
+        deadline = time.monotonic() + timeout
+        while not all(self.pod_phases(job) & {"Succeeded", "Failed"} for job in jobs):
+            assert time.monotonic() < deadline, {job: self.pod_phases(job) for job in jobs}
+            time.sleep(0.1)
+
+    def pod_phases(self, job: str) -> set[str]:
+        return {
+            str((pod.get("status") or {}).get("phase"))
+            for pod in list(self.pods.values())
+            if (pod.get("metadata") or {}).get("labels", {}).get("job-name") == job
+        }
+
+    def pod_spec(self, job: str) -> dict[str, Any]:
+        spec: dict[str, Any] = self.jobs[job]["spec"]["template"]["spec"]
+        return spec
+
+
+def op_container(recorder: JobRecorder, job: str) -> dict[str, Any]:
+    container: dict[str, Any] = recorder.pod_spec(job)["containers"][0]
+    return container
+
+
+def mounts_of(recorder: JobRecorder, job: str) -> dict[str, tuple[str, bool]]:
+    """mountPath -> (subPath of the storeBase PVC, read-only), as the Job's pod runs it."""
+    spec = recorder.pod_spec(job)
+    volumes = {v["name"]: v for v in spec.get("volumes") or ()}
+    out = {}
+    for m in op_container(recorder, job).get("volumeMounts") or ():
+        volume = volumes[m["name"]]
+        assert volume.get("persistentVolumeClaim"), volume  # storeBase's PVC, nothing of the host
+        out[m["mountPath"]] = (m.get("subPath", ""), bool(m.get("readOnly")))
+    return out
+
+
+def job_env(recorder: JobRecorder, job: str) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in op_container(recorder, job).get("env") or ()}
+
+
+def check_op_job(recorder: JobRecorder, job: str, kind: str) -> None:
+    """An op Job: the project's command in the project's image, as a non-root user, with
+    nothing of the API server, and the pod it ran ended well."""
+    stored = recorder.jobs[job]
+    assert stored["metadata"]["labels"]["org.chrisproject.job_type"] == kind
+    assert stored["metadata"]["labels"][MANAGED_BY[0]] == MANAGED_BY[1]
+    container = op_container(recorder, job)
+    assert container["image"] == OP_IMAGE
+    assert container["command"] == ["pfcon", "op", kind, "/share/outgoing"]
+    security = container["securityContext"]
+    assert security["runAsUser"] != 0 and security["runAsGroup"] != 0, security
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    spec = recorder.pod_spec(job)
+    assert spec["automountServiceAccountToken"] is False
+    assert stored["spec"]["parallelism"] == stored["spec"]["completions"] == 1
+    assert recorder.pod_phases(job) & {"Succeeded", "Failed"} == {"Succeeded"}, recorder.pod_phases(job)
+    pods = [p for p in list(recorder.pods.values()) if p["metadata"].get("labels", {}).get("job-name") == job]
+    for pod in pods:  # what the kubelet ran: the Job's user, and no service-account token mounted
+        ran = pod["spec"]["containers"][0]
+        assert ran["securityContext"]["runAsUser"] == security["runAsUser"], pod["metadata"]["name"]
+        assert (pod["spec"].get("securityContext") or {}).get("runAsUser") in (None, security["runAsUser"])
+        assert not [m for m in ran.get("volumeMounts") or () if "serviceaccount" in m["mountPath"]]
+
+
+@pytest.fixture(scope="module")
+def v6_fslink_server(cluster: Cluster, tmp_path_factory: Any) -> Iterator[Server]:
+    server = k8s_server(cluster, tmp_path_factory.mktemp("k8s-v6-fslink"), PFCON_INNETWORK="true", STORAGE_ENV="fslink")
+    yield server
+    server.stop()
+    delete_our_jobs(cluster.api, cluster.namespace)
+
+
+def test_v6_fslink_cycle_runs_op_jobs_as_kubernetes_jobs(v6_fslink_server: Server, cluster: Cluster) -> None:
+    server = v6_fslink_server
+    blob = os.urandom(300_000)
+    inp, out = feed(server, {"test.txt": b"t", "sub/blob.bin": blob, "home_bob.chrislink": b"home/bob"})
+    write_files(server.storebase, {"home/bob/PIPELINES_bob.chrislink": b"PIPELINES/bob",
+                                   "PIPELINES/bob/pipeline.yml": b"p"})  # fmt: skip
+    job = jid()
+    with JobRecorder(cluster) as recorder:
+        r = v6_cycle(server, "fslink", job, inputs=[inp], output=out)
+        recorder.wait_pods_ended([f"{job}-copy", job, f"{job}-delete"])
+    check_cycle(server, "fslink", job, r)
+    expected = {"test.txt": b"t", "sub/blob.bin": blob, "home_bob/PIPELINES_bob/pipeline.yml": b"p"}
+    assert sorted(ok(r["files"])["rel_file_paths"]) == sorted(expected)
+    assert read_dir(os.path.join(server.storebase, out)) == expected  # the plugin's evil.chrislink was removed
+    assert "copied 3 files" in ok(r["copy_done"])["compute"]["logs"]
+
+    # the op jobs ran as Kubernetes Jobs named after the job id, with their own mounts only
+    assert {name for name in recorder.jobs if name.startswith(job)} == {f"{job}-copy", job, f"{job}-delete"}
+    check_op_job(recorder, f"{job}-copy", "copy")
+    check_op_job(recorder, f"{job}-delete", "delete")
+    for name in (f"{job}-copy", f"{job}-delete"):  # a root server hands key-<jid>/ to the image's user
+        security = op_container(recorder, name)["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"]) == OP_DEFAULT_USER, name
+    # storeBase is read-only where a copy reads the ChRIS links from: on Kubernetes the
+    # PVC's root is never mounted writable, the files are copied (not hard-linked)
+    assert mounts_of(recorder, f"{job}-copy") == {"/share/outgoing": (f"key-{job}", False),
+                                                  "/share/incoming": ("", True)}  # fmt: skip
+    assert mounts_of(recorder, f"{job}-delete") == {"/share/outgoing": (f"key-{job}", False)}
+    assert mounts_of(recorder, job) == {"/share/incoming": (f"key-{job}/incoming", True),
+                                        "/share/outgoing": (out, False)}  # fmt: skip
+    for name in (f"{job}-copy", job, f"{job}-delete"):
+        assert not [e for e in job_env(recorder, name) if e.startswith(("SWIFT_", "S3_"))], name
+    # the plugin Job is the plugin's: its image and command, not the op image
+    assert op_container(recorder, job)["image"] != OP_IMAGE
+    assert recorder.jobs[job]["metadata"]["labels"]["org.chrisproject.job_type"] == "plugin"
+    # and nothing of the cycle is left in the cluster
+    assert not any(job_exists(cluster, name) for name in (f"{job}-copy", job, f"{job}-delete"))
+
+
+S3_JOB_UID = 10001
+
+
+@pytest.fixture(scope="module")
+def v6_s3(cluster: Cluster, request: Any, tmp_path_factory: Any) -> Iterator[tuple[Server, Any]]:
+    """A server with STORAGE_ENV=s3, and a boto3 client of its S3 server."""
+    # The op pods reach the S3 server on 127.0.0.1: they run on the host's network here
+    # (HOST_NETWORK, test_kubernetes_compute).
+    if not HOST_NETWORK:
+        pytest.skip("the op pods reach the local S3 server on 127.0.0.1 only with PFCON_K8S_HOST_NETWORK=1")
+    store = request.getfixturevalue("s3_client")  # skips, or fails under PFCON_REQUIRE_BACKENDS, without one
+    # Plugin pods run with every capability dropped (docs/wire-contract.md §8.3): a plugin
+    # running as the image's root could not write into key-<jid>/outgoing, which belongs to
+    # the op jobs' user. As deployed (docs/adr/0014-deploying-on-kubernetes.md), plugins run
+    # as CONTAINER_USER=10001:, which a root server also hands key-<jid>/ to.
+    server = k8s_server(cluster, tmp_path_factory.mktemp("k8s-v6-s3"), PFCON_INNETWORK="true", STORAGE_ENV="s3",
+                        CONTAINER_USER=f"{S3_JOB_UID}:")  # fmt: skip
+    yield server, store
+    server.stop()
+    delete_our_jobs(cluster.api, cluster.namespace)
+
+
+def test_v6_s3_cycle_with_copy_and_upload_jobs(v6_s3: tuple[Server, Any], cluster: Cluster) -> None:
+    server, s3_store = v6_s3
+    bucket = os.environ.get("S3_BUCKET_NAME", "users")
+    n = uuid.uuid4().hex[:8]
+    inp, out = f"k{n}/home/cube/feeds/1/in", f"k{n}/home/cube/feeds/1/out"
+    blob = os.urandom(200_000)
+    objects = {f"{inp}/test.txt": b"t", f"{inp}/sub/b.bin": blob,
+               f"{inp}/bob.chrislink": f"k{n}/home/bob".encode(), f"k{n}/home/bob/pipeline.yml": b"p"}  # fmt: skip
+    for name, content in objects.items():
+        s3_store.put_object(Bucket=bucket, Key=name, Body=content)
+    job = jid()
+    with JobRecorder(cluster) as recorder:
+        r = v6_cycle(server, "s3", job, inputs=[inp], output=out)
+        recorder.wait_pods_ended([f"{job}-copy", job, f"{job}-upload", f"{job}-delete"])
+    check_cycle(server, "s3", job, r)
+    expected = {"test.txt": b"t", "sub/b.bin": blob, f"k{n}_home_bob/pipeline.yml": b"p"}
+    assert sorted(ok(r["files"])["rel_file_paths"]) == sorted(expected)
+    listed = s3_store.list_objects_v2(Bucket=bucket, Prefix=out + "/")
+    stored = {o["Key"][len(out) + 1 :] for o in listed.get("Contents", [])}
+    assert stored == set(expected)  # uploaded once, no link file (the plugin's evil.chrislink)
+    for name, content in expected.items():
+        assert s3_store.get_object(Bucket=bucket, Key=f"{out}/{name}")["Body"].read() == content
+
+    # four Jobs: copy and upload with the store's settings and credentials, the others without
+    names = {f"{job}-copy", job, f"{job}-upload", f"{job}-delete"}
+    assert {name for name in recorder.jobs if name.startswith(job)} == names
+    for kind in ("copy", "upload", "delete"):
+        check_op_job(recorder, f"{job}-{kind}", kind)
+        assert mounts_of(recorder, f"{job}-{kind}") == {"/share/outgoing": (f"key-{job}", False)}, kind
+    secret = os.environ.get("S3_SECRET_KEY", "minioadmin")
+    for name in (f"{job}-copy", f"{job}-upload"):
+        env = job_env(recorder, name)
+        assert env["S3_SECRET_KEY"] == secret and env["S3_ENDPOINT_URL"] == os.environ["S3_ENDPOINT_URL"], name
+        assert env["S3_BUCKET_NAME"] == bucket
+    for name in (job, f"{job}-delete"):
+        assert not [e for e in job_env(recorder, name) if e.startswith(("S3_", "SWIFT_"))], name
+    assert mounts_of(recorder, job) == {"/share/incoming": (f"key-{job}/incoming", True),
+                                        "/share/outgoing": (f"key-{job}/outgoing", False)}  # fmt: skip
+    # the op jobs run as the owner of key-<jid>/ (CONTAINER_USER's uid here), as the plugin does
+    for name in (f"{job}-copy", job, f"{job}-upload", f"{job}-delete"):
+        assert op_container(recorder, name)["securityContext"]["runAsUser"] == S3_JOB_UID, name
+    for name in ("copy_done", "upload_done", "plugin_done", "delete_done"):
+        assert secret not in json.dumps(r[name])
+    assert secret not in server.logs()
+    assert not any(job_exists(cluster, f"{job}{suffix}") for suffix in ("-copy", "", "-upload", "-delete"))
