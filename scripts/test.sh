@@ -18,6 +18,8 @@ bash scripts/podman-engine.sh start
 eval "$(bash scripts/podman-engine.sh env)"
 bash scripts/k8s-cluster.sh start  # Kubernetes 1.20 on the same engine (built once, cached)
 eval "$(bash scripts/k8s-cluster.sh env)"
+bash scripts/slurm-cluster.sh start  # SLURM 22.05: slurmctld + two slurmd (node2 in its own netns)
+eval "$(bash scripts/slurm-cluster.sh env)"
 
 say "static checks: import-linter (architecture), ruff, mypy (strict on the domain)"
 .venv/bin/lint-imports

@@ -107,6 +107,79 @@ def swarm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
     return compute
 
 
+def slurm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
+    import shutil
+
+    from .adapters.compute.slurm import RUNTIMES, Runtime, SlurmCompute, SlurmOptions
+
+    missing = [cmd for cmd in ("sbatch", "squeue", "scancel", "scontrol") if shutil.which(cmd) is None]
+    if missing:
+        raise ConfigError(
+            "CONTAINER_ENV",
+            f"slurm needs the SLURM commands on this host's PATH (missing: {', '.join(missing)}); "
+            "run the server on a submit host (slurm-client, munge and the cluster's slurm.conf)",
+        )
+    sl = settings.slurm
+    if sl.runtime_command:
+        runtime = Runtime("custom", sl.runtime_command, stop=sl.runtime_stop_command or "")
+    else:
+        runtime = RUNTIMES[sl.container_runtime]
+    return SlurmCompute(
+        SlurmOptions(
+            storebase=settings.storebase_host,
+            local_storebase=settings.storage.storebase_mount,
+            runtime=runtime,
+            partition=sl.partition,
+            account=sl.account,
+            qos=sl.qos,
+            time_limit_minutes=settings.compute.time_limit_minutes,
+            sbatch_options=sl.sbatch_option_list,
+            container_user=settings.container_user,
+            ignore_limits=settings.compute.ignore_limits,
+            pull_images=settings.compute.pull_images,
+            poll_seconds=sl.poll_seconds,
+            submit_rate=sl.submit_rate,
+            command_timeout=sl.command_timeout,
+            capabilities=entry.capabilities,
+        )
+    )
+
+
+def cromwell_compute(settings: Settings, entry: SchedulerEntry) -> Any:
+    from urllib.parse import urlsplit
+
+    from .adapters.compute.cromwell import CromwellCompute, CromwellOptions, make_client
+    from .domain.errors import BackendUnavailable
+
+    url, minutes = settings.cromwell.url, settings.compute.time_limit_minutes
+    if not url:
+        raise ConfigError("CROMWELL_URL", "is required when CONTAINER_ENV=cromwell")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("CROMWELL_URL", "must be an http(s) URL such as http://cromwell:8000")
+    if minutes is None:
+        raise ConfigError("TIMELIMIT_MINUTES", "is required when CONTAINER_ENV=cromwell")
+    options = CromwellOptions(
+        url=url,
+        storebase=settings.storebase_host,
+        timelimit_minutes=minutes,
+        labels=settings.job_labels,
+        ignore_limits=settings.compute.ignore_limits,
+        container_user=settings.container_user,
+        timeout_seconds=settings.cromwell.timeout,
+        capabilities=entry.capabilities,
+    )
+    try:
+        compute = CromwellCompute(make_client(options), options)
+    except ValueError as e:  # a STOREBASE a runtime attribute cannot carry
+        raise ConfigError("STOREBASE", str(e)) from None
+    try:
+        compute.ping()  # GET /engine/v1/version
+    except BackendUnavailable as e:
+        raise ConfigError("CROMWELL_URL", f"cannot use the Cromwell server: {e.message}") from None
+    return compute
+
+
 def kubernetes_compute(settings: Settings, entry: SchedulerEntry) -> Any:
     from .adapters.compute.kubernetes import (
         KubeApi, KubernetesCompute, KubernetesOptions, check_storebase_claim, labels_problem,

@@ -145,6 +145,8 @@ class ComputeSettings(_Section, frozen=True, kw_only=True):
     remove_jobs: bool = _env("REMOVE_JOBS", True)
     pull_images: bool = _env("PULL_IMAGES", False)
     job_network: str | None = _env("JOB_NETWORK", None)
+    # SLURM (optional) and Cromwell (required): a job's wall-clock limit, in minutes.
+    time_limit_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = _env("TIMELIMIT_MINUTES", None)
 
 
 class DockerSection(_Section, frozen=True, kw_only=True):
@@ -189,6 +191,59 @@ class KubernetesSection(_Section, frozen=True, kw_only=True):
         return tuple(name.strip() for name in self.image_pull_secrets.split(",") if name.strip())
 
 
+class SlurmSection(_Section, frozen=True, kw_only=True):
+    """SLURM (``CONTAINER_ENV=slurm``): this host submits with the SLURM commands; storeBase is
+    ``STOREBASE`` on a filesystem every node shares (``STOREBASE_MOUNT`` here)."""
+
+    partition: str | None = _env("SLURM_PARTITION", None)
+    account: str | None = _env("SLURM_ACCOUNT", None)
+    qos: str | None = _env("SLURM_QOS", None)
+    sbatch_options: str = _env("SLURM_SBATCH_OPTIONS", "")  # more sbatch options, shell-quoted
+    container_runtime: Literal["docker", "podman", "apptainer", "singularity"] = _env(
+        "SLURM_CONTAINER_RUNTIME", "docker"
+    )
+    runtime_command: str | None = _env("SLURM_RUNTIME_COMMAND", None)  # a custom run template
+    runtime_stop_command: str | None = _env("SLURM_RUNTIME_STOP_COMMAND", None)
+    poll_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=600)] = _env("SLURM_POLL_SECONDS", 2.0)
+    submit_rate: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = _env("SLURM_SUBMIT_RATE", 0.0)
+    command_timeout: Annotated[float, msgspec.Meta(ge=1, le=600)] = _env("SLURM_COMMAND_TIMEOUT", 30.0)
+
+    @property
+    def sbatch_option_list(self) -> tuple[str, ...]:
+        return _sbatch_options(self.sbatch_options)
+
+
+class CromwellSection(_Section, frozen=True, kw_only=True):
+    """Cromwell (``CONTAINER_ENV=cromwell``): the server whose backend runs the jobs; storeBase is
+    ``STOREBASE`` on the backend's nodes; ``TIMELIMIT_MINUTES`` is required."""
+
+    url: str | None = _env("CROMWELL_URL", None)  # e.g. http://cromwell:8000
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = _env("CROMWELL_TIMEOUT", 30.0)  # seconds per request
+
+
+# Options the SLURM adapter sets itself: a site's SLURM_SBATCH_OPTIONS may not change them.
+_OWN_SBATCH_OPTIONS = (
+    "-J", "--job-name", "-o", "--output", "-e", "--error", "--comment", "--export", "--parsable", "-D", "--chdir",
+    "--wrap", "--requeue", "--no-requeue", "-n", "--ntasks", "-N", "--nodes", "--array", "-a",
+)  # fmt: skip
+
+
+def _sbatch_options(text: str) -> tuple[str, ...]:
+    import shlex
+
+    try:
+        options = tuple(shlex.split(text))
+    except ValueError as e:
+        raise ValueError(f"cannot be split like a shell command line: {e}") from None
+    for option in options:
+        if not option.startswith("-"):
+            raise ValueError(f"{option!r} is not an option (each must start with '-', e.g. --constraint=avx2)")
+        flag = option.split("=", 1)[0]
+        if flag in _OWN_SBATCH_OPTIONS or (len(flag) > 2 and not flag.startswith("--") and flag[:2] in _OWN_SBATCH_OPTIONS):
+            raise ValueError(f"{flag} is set by the server for every job and cannot be overridden")
+    return options
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "app": AppSettings,
     "auth": AuthSettings,
@@ -201,6 +256,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "docker": DockerSection,
     "opjobs": OpJobSettings,
     "kubernetes": KubernetesSection,
+    "slurm": SlurmSection,
+    "cromwell": CromwellSection,
 }
 
 
@@ -218,6 +275,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     docker: DockerSection = msgspec.field(default_factory=DockerSection)
     opjobs: OpJobSettings = msgspec.field(default_factory=OpJobSettings)
     kubernetes: KubernetesSection = msgspec.field(default_factory=KubernetesSection)
+    slurm: SlurmSection = msgspec.field(default_factory=SlurmSection)
+    cromwell: CromwellSection = msgspec.field(default_factory=CromwellSection)
 
     # -- resolved views used by the composition root ----------------------------
     @property
@@ -417,13 +476,37 @@ def _validate_compute(s: Settings) -> None:
         except ValueError as e:
             raise ConfigError("NODE_SELECTOR", str(e)) from None
     try:
-        parse_container_user(s.compute.container_user)
+        user = parse_container_user(s.compute.container_user)
     except ValueError as e:
         raise ConfigError("CONTAINER_USER", str(e)) from None
+    if s.container_env == "slurm":
+        _validate_slurm(s, user)
     try:
         _labels(s.compute.job_labels)
     except ValueError as e:
         raise ConfigError("JOB_LABELS", str(e)) from None
+
+
+def _validate_slurm(s: Settings, user: ContainerUser | None) -> None:
+    from .adapters.compute.slurm import RUNTIMES, template_problem
+
+    sl = s.slurm
+    try:
+        _sbatch_options(sl.sbatch_options)
+    except ValueError as e:
+        raise ConfigError("SLURM_SBATCH_OPTIONS", str(e)) from None
+    if sl.runtime_command is not None:
+        problem = template_problem(sl.runtime_command)
+        if problem:
+            raise ConfigError("SLURM_RUNTIME_COMMAND", problem)
+    elif sl.runtime_stop_command is not None:
+        raise ConfigError("SLURM_RUNTIME_STOP_COMMAND", "is only used with SLURM_RUNTIME_COMMAND")
+    elif user is not None and not RUNTIMES[sl.container_runtime].user_flag:
+        raise ConfigError(
+            "CONTAINER_USER",
+            f"cannot be applied with SLURM_CONTAINER_RUNTIME={sl.container_runtime}: "
+            "its containers run as the user who submits the job",
+        )
 
 
 def _absolute(variable: str, path: str | None) -> Any:

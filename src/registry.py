@@ -83,10 +83,40 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
             max_workers=64, checks_image_at_submit=False, unique_names=True, gpus=True, hard_memory_limit=True
         ),
     ),
+    SchedulerEntry(
+        name="slurm",
+        factory="slurm_compute",
+        volume_types=("host",),  # STOREBASE: storeBase on a filesystem every node shares
+        settings=(
+            "STOREBASE", "TIMELIMIT_MINUTES", "SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_QOS", "SLURM_SBATCH_OPTIONS",
+            "SLURM_CONTAINER_RUNTIME", "SLURM_RUNTIME_COMMAND", "SLURM_RUNTIME_STOP_COMMAND", "SLURM_POLL_SECONDS",
+            "SLURM_SUBMIT_RATE", "SLURM_COMMAND_TIMEOUT", "PULL_IMAGES", "JOB_LOGS_TAIL", "IGNORE_LIMITS",
+            "CONTAINER_USER", "ENABLE_HOME_WORKAROUND", "REMOVE_JOBS",
+        ),
+        # The nodes' runtime knows the images; memory is enforced where the site's SLURM
+        # confines jobs (task/cgroup), not by this adapter (docs/adr/0016-slurm.md).
+        capabilities=ComputeCapabilities(
+            max_workers=1, checks_image_at_submit=False, unique_names=True, gpus=True, hard_memory_limit=False
+        ),
+    ),
+    SchedulerEntry(
+        name="cromwell",
+        factory="cromwell_compute",
+        volume_types=("host",),  # STOREBASE: storeBase's path on the Cromwell backend's nodes (sharedir, mounts)
+        settings=(
+            "CROMWELL_URL", "CROMWELL_TIMEOUT", "TIMELIMIT_MINUTES", "STOREBASE", "JOB_LABELS", "JOB_LOGS_TAIL",
+            "IGNORE_LIMITS", "CONTAINER_USER", "ENABLE_HOME_WORKAROUND", "REMOVE_JOBS",
+        ),
+        # The backend's nodes pull images; GPUs are a runtime attribute; memory is a request the
+        # backend may not enforce (docs/adr/0017-cromwell.md).
+        capabilities=ComputeCapabilities(
+            max_workers=1, checks_image_at_submit=False, unique_names=True, gpus=True, hard_memory_limit=False
+        ),
+    ),
 )
 
 # Schedulers pfcon names that this build does not provide yet: refused with a clear message.
-PLANNED_SCHEDULERS: tuple[str, ...] = ("cromwell", "slurm")
+PLANNED_SCHEDULERS: tuple[str, ...] = ()
 
 STORAGE_MODES: tuple[StorageEntry, ...] = (
     StorageEntry("zipfile", "zipfile_storage", innetwork=False,

@@ -28,7 +28,7 @@ from pfcon.domain.model import (
 from ..contracts.compute import ComputeContract, unique, wait_for
 from .conftest import TEST_IMAGE
 from .fake_cromwell import CONTAINER_LABEL, FakeCromwell
-from .test_engine_compute import EngineDriver
+from .test_engine_compute import QuickHogDriver
 
 pytestmark = pytest.mark.docker
 
@@ -74,12 +74,7 @@ def make_compute(fake: FakeCromwell, storebase: str, **options: Any) -> Cromwell
     return CromwellCompute(make_client(opts), opts)
 
 
-class CromwellDriver(EngineDriver):
-    def hog(self, mib: int) -> tuple[str, ...]:
-        # `tail -c` holds its last N bytes: the memory at once (busybox sort takes a minute
-        # over 200 MiB without a limit, and no limit is what this backend declares).
-        size = mib * 1024 * 1024
-        return ("sh", "-c", f"head -c {size} /dev/zero | tail -c {size} > /dev/null")
+CromwellDriver = QuickHogDriver
 
 
 class TestCromwellCompute(ComputeContract):
@@ -128,7 +123,7 @@ def run(compute: CromwellCompute, command: str, wait: bool = True, **job: Any) -
         )
     )
     if wait:
-        EngineDriver().settle(compute, name)
+        QuickHogDriver().settle(compute, name)
     return name
 
 
@@ -233,7 +228,7 @@ def test_remove_a_finished_job_then_reuse_its_name(cromwell: FakeCromwell, store
 def test_remove_a_running_job_aborts_its_workflow(cromwell: FakeCromwell, storebase: str) -> None:
     compute = make_compute(cromwell, storebase)
     name = run(compute, "sleep 60", wait=False)
-    EngineDriver().begin(compute, name)
+    QuickHogDriver().begin(compute, name)
     compute.remove(name)
     (workflow,) = cromwell.workflows.values()
     wait_for(lambda: workflow.status == "Aborted", 20, 0.1)
@@ -287,7 +282,7 @@ def test_cromwell_down_is_backend_unavailable_naming_it_and_recovers(cromwell: F
             call()
     cromwell.start()  # the same port: the same adapter recovers, and the job ran meanwhile
     compute.ping()
-    EngineDriver().settle(compute, name)
+    QuickHogDriver().settle(compute, name)
     state = compute.state(name, 10)
     assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY and state.logs.strip() == "done"
     compute.remove(name)

@@ -219,12 +219,38 @@ def test_podman_is_an_alias_of_docker() -> None:
     assert s.compute_volume_type == "docker_local_volume"
 
 
-@pytest.mark.parametrize("value", ["cromwell", "slurm"])
-def test_planned_container_envs_are_refused_as_not_available(value: str) -> None:
-    e = config_error({**DEV, "CONTAINER_ENV": value})
-    assert e.variable == "CONTAINER_ENV"
-    assert "not available" in str(e)
-    assert value in str(e)
+SLURM = {**DEV, "CONTAINER_ENV": "slurm", "STOREBASE": "/nfs/storeBase"}
+
+
+def test_slurm_settings() -> None:
+    s = _load_settings({**SLURM, "SLURM_PARTITION": "short", "SLURM_SBATCH_OPTIONS": "--constraint=avx2 '--comment-x=a b'",
+                       "TIMELIMIT_MINUTES": "30", "SLURM_CONTAINER_RUNTIME": "apptainer"})  # fmt: skip
+    assert s.container_env == "slurm" and s.compute_volume_type == "host"
+    assert s.slurm.partition == "short" and s.compute.time_limit_minutes == 30
+    assert s.slurm.sbatch_option_list == ("--constraint=avx2", "--comment-x=a b")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "words"),
+    [
+        ({"STOREBASE": ""}, "STOREBASE", "required"),
+        ({"COMPUTE_VOLUME_TYPE": "docker_local_volume"}, "COMPUTE_VOLUME_TYPE", "allowed: host"),
+        ({"SLURM_SBATCH_OPTIONS": "--output=/tmp/x"}, "SLURM_SBATCH_OPTIONS", "set by the server"),
+        ({"SLURM_SBATCH_OPTIONS": "-Jname"}, "SLURM_SBATCH_OPTIONS", "set by the server"),
+        ({"SLURM_SBATCH_OPTIONS": "constraint"}, "SLURM_SBATCH_OPTIONS", "not an option"),
+        ({"SLURM_SBATCH_OPTIONS": "--x='unclosed"}, "SLURM_SBATCH_OPTIONS", "shell"),
+        ({"SLURM_CONTAINER_RUNTIME": "lxc"}, "SLURM_CONTAINER_RUNTIME", "lxc"),
+        ({"SLURM_RUNTIME_COMMAND": "run {image}"}, "SLURM_RUNTIME_COMMAND", "{command}"),
+        ({"SLURM_RUNTIME_STOP_COMMAND": "kill"}, "SLURM_RUNTIME_STOP_COMMAND", "SLURM_RUNTIME_COMMAND"),
+        ({"SLURM_CONTAINER_RUNTIME": "singularity", "CONTAINER_USER": "1000:1000"}, "CONTAINER_USER", "singularity"),
+        ({"SLURM_POLL_SECONDS": "0"}, "SLURM_POLL_SECONDS", ""),
+        ({"TIMELIMIT_MINUTES": "0"}, "TIMELIMIT_MINUTES", ""),
+    ],
+)  # fmt: skip
+def test_slurm_settings_are_validated(env: dict[str, str], variable: str, words: str) -> None:
+    e = config_error({**SLURM, **env})
+    assert e.variable == variable
+    assert words in str(e)
 
 
 @pytest.mark.parametrize("value", ["lxc", "Docker", "k8s", "dockerx"])
@@ -559,3 +585,30 @@ def test_limits_have_safe_defaults_and_can_be_set() -> None:
 def test_docker_connection_is_read_here_not_by_the_adapter() -> None:
     s = _load_settings({**DEV, "DOCKER_HOST": "unix:///run/podman/podman.sock"})
     assert s.docker.host == "unix:///run/podman/podman.sock"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "CROMWELL_URL"),
+        ({"CROMWELL_URL": "cromwell:8000"}, "CROMWELL_URL"),
+        ({"CROMWELL_URL": "http://127.0.0.1:9"}, "TIMELIMIT_MINUTES"),
+        ({"CROMWELL_URL": "http://127.0.0.1:9", "TIMELIMIT_MINUTES": "30"}, "CROMWELL_URL"),  # nothing answers there
+    ],
+)
+def test_cromwell_needs_its_server_and_a_time_limit(env: dict[str, str], variable: str) -> None:
+    from pfcon import bootstrap, registry
+
+    settings = _load_settings({**DEV, "CONTAINER_ENV": "cromwell", "STOREBASE": "/nfs/storeBase", "CROMWELL_TIMEOUT": "2", **env})
+    with pytest.raises(ConfigError) as e:
+        bootstrap.cromwell_compute(settings, registry.scheduler("cromwell"))
+    assert e.value.variable == variable
+
+
+def test_slurm_needs_the_slurm_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfcon import bootstrap, registry
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError) as e:
+        bootstrap.slurm_compute(_load_settings(SLURM), registry.scheduler("slurm"))
+    assert e.value.variable == "CONTAINER_ENV" and "sbatch" in str(e.value)

@@ -68,7 +68,9 @@ class TestFakeComputeOtherCapabilities(TestFakeCompute):
 def test_every_configurable_compute_backend_has_a_contract_run() -> None:
     """A compute backend added to the configuration must also get a contract run."""
     import tests.integration.test_engine_compute as engines
+    import tests.integration.test_cromwell_compute as cromwell
     import tests.integration.test_kubernetes_compute as kubernetes
+    import tests.integration.test_slurm_compute as slurm
     import tests.integration.test_swarm_compute as swarm
     from pfcon.config import CONTAINER_ENVS_BUILT
 
@@ -76,6 +78,8 @@ def test_every_configurable_compute_backend_has_a_contract_run() -> None:
         "docker": engines.TestEngineCompute,
         "swarm": swarm.TestSwarmCompute,
         "kubernetes": kubernetes.TestKubernetesCompute,
+        "slurm": slurm.TestSlurmCompute,
+        "cromwell": cromwell.TestCromwellCompute,
     }
     assert set(CONTAINER_ENVS_BUILT) == set(runs)
     assert all(issubclass(run, ComputeContract) for run in runs.values())

@@ -21,7 +21,9 @@ def run_pfcon(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("env", "variable", "fragment"),
     [
         ({"APPLICATION_MODE": "production"}, "SECRET_KEY", "required"),
-        ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "cromwell"}, "CONTAINER_ENV", "not available in this build yet"),
+        ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "cromwell", "COMPUTE_VOLUME_TYPE": "host", "STOREBASE": "/x"},
+         "CROMWELL_URL", "required"),
+        ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "slurm"}, "STOREBASE", "required"),
         ({"APPLICATION_MODE": "dev", "CONTAINER_ENV": "nomad"}, "CONTAINER_ENV", "unsupported"),
         ({"APPLICATION_MODE": "dev", "STORAGE_ENV": "s3"}, "STORAGE_ENV", "PFCON_INNETWORK"),
         ({"APPLICATION_MODE": "dev", "STORAGE_ENV": "fslink"}, "STORAGE_ENV", "PFCON_INNETWORK"),
@@ -41,7 +43,7 @@ def test_serve_refuses_a_bad_configuration(env: dict[str, str], variable: str, f
 
 
 def test_cli_job_commands_report_configuration_errors_too() -> None:
-    result = run_pfcon("status", "chris-jid-1", "--in-process", APPLICATION_MODE="dev", CONTAINER_ENV="cromwell")
+    result = run_pfcon("status", "chris-jid-1", "--in-process", APPLICATION_MODE="dev", CONTAINER_ENV="nomad")
     assert result.returncode == 2
     assert "CONTAINER_ENV" in result.stderr
 
