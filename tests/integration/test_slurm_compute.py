@@ -48,8 +48,8 @@ def wait_nodes_idle(timeout: float = 90) -> None:
     wait_for(idle, timeout, 1)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(docker_client: Any) -> list[str]:
+@pytest.fixture(scope="session", name="slurm_cluster")
+def slurm_cluster_fixture(docker_client: Any) -> list[str]:
     if not os.environ.get("SLURM_CONF"):
         _require("a SLURM cluster", 'SLURM_CONF is not set (eval "$(bash scripts/slurm-cluster.sh env)")')
     try:

@@ -121,7 +121,7 @@ def test_batch_script_for_docker() -> None:
     opts = SlurmOptions("/nfs/store", "/srv/store")
     script = batch_script(job(), opts, "/nfs/store/.pfcon-slurm/jid-1", (1001, 1002))
     run = next(line for line in script.splitlines() if line.startswith("docker run"))
-    assert "--rm --name jid-1 --network none --pull never --user 1001:1002" in run
+    assert "--rm --name jid-1  --pull never --user 1001:1002" in run  # the runtime's default network
     assert "-v /nfs/store/key-jid-1/incoming:/share/incoming:ro" in run
     assert "-v /nfs/store/key-jid-1/outgoing:/share/outgoing:rw" in run
     assert "--env-file /nfs/store/.pfcon-slurm/jid-1/env" in run
@@ -129,6 +129,12 @@ def test_batch_script_for_docker() -> None:
     assert "s3cr3t" not in script  # the environment is in the 0600 env file, never in the script
     assert "docker rm -f jid-1" in script  # what a cancellation stops
     assert "/nfs/store/.pfcon-slurm/jid-1/exit" in script
+
+
+def test_networks_of_plugin_and_op_jobs() -> None:
+    opts = SlurmOptions("/n", "/s", network="none", op_network="host")
+    assert "--name jid-1 --network none --pull" in batch_script(job(), opts, "/d", (None, None))
+    assert "--name jid-1 --network host --pull" in batch_script(job(run_as=(5, 5)), opts, "/d", (5, 5))
 
 
 def test_batch_script_for_apptainer_binds_and_cannot_change_user() -> None:

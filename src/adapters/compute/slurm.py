@@ -115,7 +115,8 @@ class Runtime:
     ``run`` is a format string with the placeholders ``{name}``, ``{image}``,
     ``{command}``, ``{mount_args}`` (each mount as ``{mount_flag} src:dst:ro|rw``),
     ``{mounts}`` (the same, comma-separated, without flags), ``{env_file}``,
-    ``{user_args}`` and ``{pull}``; every value is shell-quoted. ``stop`` stops the
+    ``{user_args}``, ``{network_args}`` (``--network <JOB_NETWORK or PFCON_OP_NETWORK>``
+    when set) and ``{pull}``; every value is shell-quoted. ``stop`` stops the
     container when SLURM cancels the job (empty: the runtime dies with the job's
     processes).
     """
@@ -130,13 +131,13 @@ class Runtime:
 RUNTIMES: Mapping[str, Runtime] = {
     "docker": Runtime(
         "docker",
-        "docker run --rm --name {name} --network none --pull {pull} {user_args} {mount_args} "
+        "docker run --rm --name {name} {network_args} --pull {pull} {user_args} {mount_args} "
         "--env-file {env_file} {image} {command}",
         stop="docker rm -f {name}",
     ),
     "podman": Runtime(
         "podman",
-        "podman run --rm --name {name} --network none --pull {pull} {user_args} {mount_args} "
+        "podman run --rm --name {name} {network_args} --pull {pull} {user_args} {mount_args} "
         "--env-file {env_file} {image} {command}",
         stop="podman rm -f {name}",
     ),
@@ -166,7 +167,7 @@ def template_problem(template: str) -> str | None:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         return f"not a valid template: {e}"
-    allowed = {"name", "image", "command", "mount_args", "mounts", "env_file", "user_args", "pull"}
+    allowed = {"name", "image", "command", "mount_args", "mounts", "env_file", "user_args", "network_args", "pull"}
     unknown = fields - allowed
     if unknown:
         return f"unknown placeholder(s) {', '.join(sorted('{' + f + '}' for f in unknown))}; allowed: " + ", ".join(
@@ -220,6 +221,8 @@ class SlurmOptions:
     container_user: ContainerUser | None = None
     ignore_limits: bool = False
     pull_images: bool = False
+    network: str | None = None  # plugin jobs' network (JOB_NETWORK); None: the runtime's default
+    op_network: str | None = None  # op jobs' (PFCON_OP_NETWORK): they reach Swift or S3
     poll_seconds: float = 2.0
     submit_rate: float = 0.0  # submissions per second; 0: unlimited
     command_timeout: float = 30.0
@@ -266,7 +269,9 @@ def batch_script(job: ContainerJob, options: SlurmOptions, job_dir: str, user: t
             user_args = f"{rt.user_flag} {q(f'{uid}:{gid}' if gid is not None else str(uid))}"
         else:
             user_args = f"--group-add {q(str(gid))}"  # docker/podman: the image's user, with the group
+    network = options.op_network if job.run_as is not None else options.network
     values = {
+        "network_args": f"--network {q(network)}" if network else "",
         "name": q(job.name),
         "image": q(job.image),
         "command": shlex.join(job.command),
