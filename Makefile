@@ -39,7 +39,8 @@ swift:
 	@bash scripts/swift-aio.sh start
 
 bench: install engine images swift
-	eval "$$(bash scripts/swift-aio.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
+	bash scripts/slurm-cluster.sh start
+	eval "$$(bash scripts/swift-aio.sh env)" && eval "$$(bash scripts/slurm-cluster.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
 
 image:
 	@bash scripts/build-image.sh

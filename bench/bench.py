@@ -7,6 +7,8 @@ Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
   status      status GET latency of a finished job on Docker
   k8s         status GET with 100 live jobs on Kubernetes, and the API-server requests per GET
               (bench/k8s_bench.py; skipped when no cluster answers: scripts/k8s-cluster.sh start)
+  slurm       submissions per second of 100 jobs on SLURM next to sbatch alone, and squeue runs
+              per status GET (bench/slurm_bench.py; skipped without scripts/slurm-cluster.sh start)
   e2e         POST -> finishedSuccessfully wall time of a trivial job
   v6          pfcon 6: a copy job of 20,000 files against pfcon 5's in-process staging, and the
               plugin POST latency of /pluginjobs/ against /jobs/ (bench/v6_bench.py)
@@ -57,7 +59,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("post", "status", "k8s", "e2e", "concurrent", "fake", "memory", "staging", "v6")
+SECTIONS = ("post", "status", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "v6")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -488,6 +490,12 @@ class Bench:
         import k8s_bench
 
         k8s_bench.section(self, sys.modules[__name__])
+
+    # -- section 2c: SLURM submissions per second, squeue runs per status GET (bench/slurm_bench.py)
+    def sec_slurm(self) -> None:
+        import slurm_bench
+
+        slurm_bench.section(self, sys.modules[__name__])
 
     # -- pfcon 6: copy job vs in-process staging, plugin POST latency (bench/v6_bench.py) ----
     def sec_v6(self) -> None:

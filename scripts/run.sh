@@ -24,6 +24,13 @@ elif [ "${CONTAINER_ENV:-}" = podman ] && [ -z "${DOCKER_HOST:-}" ]; then
 elif [ "${CONTAINER_ENV:-}" = swarm ] && [ -z "${DOCKER_HOST:-}" ]; then
     bash scripts/swarm.sh start  # the local engine (started if needed) as a one-node swarm
     bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
+elif [ "${CONTAINER_ENV:-}" = slurm ] && [ -z "${SLURM_CONF:-}" ] && ! [ -e /etc/slurm/slurm.conf ]; then
+    # No cluster configured on this host: the local two-node one (Docker as its runtime).
+    say "starting a local SLURM cluster for CONTAINER_ENV=slurm"
+    bash scripts/slurm-cluster.sh start >&2
+    eval "$(bash scripts/slurm-cluster.sh env)"
+    bash scripts/test-images.sh --busybox-only >/dev/null || say "could not build local/pfcon-busybox:1 (make images)"
+    export PFCON_OP_NETWORK=${PFCON_OP_NETWORK:-host}
 fi
 
 export APPLICATION_MODE=${APPLICATION_MODE:-dev}

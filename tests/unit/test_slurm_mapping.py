@@ -170,12 +170,14 @@ def test_template_problems(template: str, problem: str) -> None:
 
 def test_parse_queue_keeps_only_our_jobs() -> None:
     text = (
-        f"11{S}a{S}RUNNING{S}None{S}node1{S}2026-12-01T10:00:00{S}2026-12-01T09:59:00{S}{slurm.COMMENT}\n"
-        f"12{S}b{S}PENDING{S}Priority{S}{S}N/A{S}2026-12-01T09:59:30{S}{slurm.COMMENT}\n"
-        f"13{S}c{S}RUNNING{S}None{S}node2{S}2026-12-01T10:00:00{S}2026-12-01T09:59:00{S}someone-else\n"
+        f"11{S}a{S}RUNNING{S}None{S}node1{S}2026-12-01T10:00:00{S}2026-12-01T09:59:00{S}2026-12-08T10:00:00{S}{slurm.COMMENT}\n"
+        f"12{S}b{S}PENDING{S}Priority{S}{S}N/A{S}2026-12-01T09:59:30{S}N/A{S}{slurm.COMMENT}\n"
+        f"13{S}c{S}RUNNING{S}None{S}node2{S}2026-12-01T10:00:00{S}2026-12-01T09:59:00{S}N/A{S}someone-else\n"
+        f"14{S}d{S}COMPLETED{S}None{S}node2{S}2026-12-01T10:00:00{S}2026-12-01T09:59:00{S}2026-12-01T10:05:00{S}{slurm.COMMENT}\n"
     )
     rows = parse_queue(text)
-    assert sorted(rows) == ["11", "12"]
+    assert sorted(rows) == ["11", "12", "14"]
+    assert rows["14"].time == "2026-12-01T10:05:00"  # a finished job: when it ended
     assert rows["11"].node == "node1" and rows["11"].time == "2026-12-01T10:00:00"
     assert rows["12"].time == "2026-12-01T09:59:30" and rows["12"].reason == "Priority"
 
@@ -218,7 +220,7 @@ class FakeSlurm:
             return self._done(argv, 0, f"{jobid}\n", "")
         if cmd == "squeue":
             lines = [
-                S.join((i, j["name"], j["state"], j["reason"], j["node"], "N/A", "2026-12-01T10:00:00", slurm.COMMENT))
+                S.join((i, j["name"], j["state"], j["reason"], j["node"], "N/A", "2026-12-01T10:00:00", "N/A", slurm.COMMENT))
                 for i, j in self.jobs.items()
             ]
             return self._done(argv, 0, "".join(f"{ln}\n" for ln in lines), "")

@@ -322,10 +322,10 @@ class QueueRow:
     state: str
     reason: str
     node: str
-    time: str  # start time when it started, else submit time
+    time: str  # end time once it ended, else start time once it started, else submit time
 
 
-SQUEUE_FORMAT = _SEP.join(("%i", "%j", "%T", "%r", "%N", "%S", "%V", "%k"))
+SQUEUE_FORMAT = _SEP.join(("%i", "%j", "%T", "%r", "%N", "%S", "%V", "%e", "%k"))
 
 Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
 
@@ -354,11 +354,16 @@ def parse_queue(text: str) -> dict[str, QueueRow]:
     rows: dict[str, QueueRow] = {}
     for line in text.splitlines():
         parts = line.split(_SEP)
-        if len(parts) != 8 or parts[7] != COMMENT:
+        if len(parts) != 9 or parts[8] != COMMENT:
             continue
-        jobid, name, state, reason, node, start, submit, _ = parts
-        started = start not in ("", "N/A", "Unknown")
-        rows[jobid] = QueueRow(jobid, name, state, reason, node if node != "(null)" else "", start if started else submit)
+        jobid, name, state, reason, node, start, submit, end, _ = parts
+
+        def known(t: str) -> bool:
+            return t not in ("", "N/A", "Unknown", "None")
+
+        terminal = state.split(" ", 1)[0] in TERMINAL
+        when = end if terminal and known(end) else start if known(start) else submit
+        rows[jobid] = QueueRow(jobid, name, state, reason, node if node != "(null)" else "", when)
     return rows
 
 
