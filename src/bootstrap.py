@@ -70,6 +70,7 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             labels=settings.job_labels,
             ignore_limits=settings.compute.ignore_limits,
             container_user=settings.container_user,
+            supplemental_groups=plugin_groups(settings),
             shm_size_mib=settings.compute.shm_size_mib,
             pull_images=settings.compute.pull_images,
             network=settings.compute.job_network,
@@ -91,6 +92,7 @@ def swarm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             labels=settings.job_labels,
             ignore_limits=settings.compute.ignore_limits,
             container_user=settings.container_user,
+            supplemental_groups=plugin_groups(settings),
             shm_size_mib=settings.compute.shm_size_mib,
             capabilities=entry.capabilities,
         ),
@@ -215,6 +217,7 @@ def kubernetes_compute(settings: Settings, entry: SchedulerEntry) -> Any:
         image_pull_secrets=k.image_pull_secret_names,
         ignore_limits=c.ignore_limits,
         container_user=settings.container_user,
+        supplemental_groups=plugin_groups(settings),
         shm_size_mib=c.shm_size_mib,
         host_network=k.host_network,
         resync_seconds=k.resync_seconds,
@@ -402,6 +405,17 @@ def op_user(settings: Settings) -> tuple[int, int]:
     if user is not None and user.uid is not None and user.uid.low != 0:
         return user.uid.low, user.gid.low if user.gid is not None else user.uid.low
     return OP_DEFAULT_USER
+
+
+def plugin_groups(settings: Settings) -> tuple[int, ...]:
+    """The supplemental groups of plugin jobs: where a plugin writes into the op jobs'
+    ``key-<jid>/outgoing`` (pfcon 6 with an object store), their group, which owns that
+    dir (mode 2775) — the plugin may not be its owner (a uid from a CONTAINER_USER range,
+    a root without capabilities on Kubernetes). Never the root group; none otherwise."""
+    if not storage_flow(settings).outputs_in_key_dir:
+        return ()
+    gid = op_user(settings)[1]
+    return (gid,) if gid != 0 else ()
 
 
 def store_env(settings: Settings) -> tuple[str, ...]:

@@ -450,9 +450,6 @@ def test_v6_fslink_cycle_runs_op_jobs_as_kubernetes_jobs(v6_fslink_server: Serve
     assert not any(job_exists(cluster, name) for name in (f"{job}-copy", job, f"{job}-delete"))
 
 
-S3_JOB_UID = 10001
-
-
 @pytest.fixture(scope="module")
 def v6_s3(cluster: Cluster, request: Any, tmp_path_factory: Any) -> Iterator[tuple[Server, Any]]:
     """A server with STORAGE_ENV=s3, and a boto3 client of its S3 server."""
@@ -461,12 +458,11 @@ def v6_s3(cluster: Cluster, request: Any, tmp_path_factory: Any) -> Iterator[tup
     if not HOST_NETWORK:
         pytest.skip("the op pods reach the local S3 server on 127.0.0.1 only with PFCON_K8S_HOST_NETWORK=1")
     store = request.getfixturevalue("s3_client")  # skips, or fails under PFCON_REQUIRE_BACKENDS, without one
-    # Plugin pods run with every capability dropped (docs/wire-contract.md §8.3): a plugin
-    # running as the image's root could not write into key-<jid>/outgoing, which belongs to
-    # the op jobs' user. As deployed (docs/adr/0014-deploying-on-kubernetes.md), plugins run
-    # as CONTAINER_USER=10001:, which a root server also hands key-<jid>/ to.
-    server = k8s_server(cluster, tmp_path_factory.mktemp("k8s-v6-s3"), PFCON_INNETWORK="true", STORAGE_ENV="s3",
-                        CONTAINER_USER=f"{S3_JOB_UID}:")  # fmt: skip
+    # The default configuration: a root server, no CONTAINER_USER. Plugin pods run as the
+    # image's root with every capability dropped (docs/wire-contract.md §8.3), so they are
+    # not the owner of key-<jid>/outgoing (the op jobs' user): they write there through the
+    # op jobs' group, a supplemental group of their pod (the dir is 2775).
+    server = k8s_server(cluster, tmp_path_factory.mktemp("k8s-v6-s3"), PFCON_INNETWORK="true", STORAGE_ENV="s3")
     yield server, store
     server.stop()
     delete_our_jobs(cluster.api, cluster.namespace)
@@ -510,9 +506,16 @@ def test_v6_s3_cycle_with_copy_and_upload_jobs(v6_s3: tuple[Server, Any], cluste
         assert not [e for e in job_env(recorder, name) if e.startswith(("S3_", "SWIFT_"))], name
     assert mounts_of(recorder, job) == {"/share/incoming": (f"key-{job}/incoming", True),
                                         "/share/outgoing": (f"key-{job}/outgoing", False)}  # fmt: skip
-    # the op jobs run as the owner of key-<jid>/ (CONTAINER_USER's uid here), as the plugin does
-    for name in (f"{job}-copy", job, f"{job}-upload", f"{job}-delete"):
-        assert op_container(recorder, name)["securityContext"]["runAsUser"] == S3_JOB_UID, name
+    # the op jobs run as the owner of key-<jid>/ (the op image's user: a root server, no
+    # CONTAINER_USER); the plugin as its image's user, with the op jobs' group added
+    for name in (f"{job}-copy", f"{job}-upload", f"{job}-delete"):
+        security = op_container(recorder, name)["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"]) == OP_DEFAULT_USER, name
+        assert not (recorder.pod_spec(name).get("securityContext") or {}), name  # no group added to op jobs
+    plugin_security = op_container(recorder, job)["securityContext"]
+    assert "runAsUser" not in plugin_security and plugin_security["capabilities"] == {"drop": ["ALL"]}
+    assert recorder.pod_spec(job)["securityContext"] == {"supplementalGroups": [OP_DEFAULT_USER[1]]}
+    assert "copied" in ok(r["plugin_done"])["compute"]["logs"]  # it wrote into key-<jid>/outgoing
     for name in ("copy_done", "upload_done", "plugin_done", "delete_done"):
         assert secret not in json.dumps(r[name])
     assert secret not in server.logs()

@@ -360,6 +360,42 @@ def test_s3_cycles_with_links_and_upload(s3_server: Server, s3_client: Any) -> N
     assert v5["files"]["rel_file_paths"] == ["a.txt"]
 
 
+# CONTAINER_USER a uid range: the op jobs run as its low end (a root server hands key-<jid>/ to
+# it), the plugin as a uid of the range, which is not the owner of key-<jid>/outgoing.
+RANGE_OWNER = 20000
+
+
+@pytest.fixture(scope="module")
+def s3_range_server(docker_client: Any, op_image: str, s3_client: Any, tmp_path_factory: Any) -> Iterator[Server]:
+    yield from _server(docker_client, tmp_path_factory, "s3", CONTAINER_USER=f"{RANGE_OWNER}-{RANGE_OWNER + 999}:")
+
+
+def test_s3_cycle_with_a_container_user_range(s3_range_server: Server, s3_client: Any) -> None:
+    """The plugin writes into key-<jid>/outgoing (2775, the op jobs' user and group) through
+    the op jobs' group, added to its container; the upload job uploads what it wrote, and
+    the delete job plus the server remove it."""
+    server = s3_range_server
+    bucket = os.environ.get("S3_BUCKET_NAME", "users")
+    n = uuid.uuid4().hex[:8]
+    inp, out = f"r{n}/home/cube/feeds/1/in", f"r{n}/home/cube/feeds/1/out"
+    for name, content in {f"{inp}/test.txt": b"t", f"{inp}/sub/b.bin": bytes(range(256))}.items():
+        s3_client.put_object(Bucket=bucket, Key=name, Body=content)
+    job = jid()
+    script = COPY_AND_TAMPER + ' && echo "plugin uid=$(id -u) groups=$(id -G)"'
+    r = v6_cycle(server, "s3", job, inputs=[inp], output=out, script=script)
+    check_cycle(server, "s3", job, r)  # key-<jid>/ is gone, whoever wrote in it
+    logs = ok(r["plugin_done"])["compute"]["logs"]
+    line = next(x for x in logs.splitlines() if x.startswith("plugin uid="))
+    uid, groups = line.removeprefix("plugin uid=").split(" groups=")
+    assert RANGE_OWNER <= int(uid) <= RANGE_OWNER + 999, line
+    assert str(RANGE_OWNER) in groups.split(), line  # the op jobs' group
+    expected = sorted(["test.txt", "sub/b.bin"])
+    assert sorted(ok(r["files"])["rel_file_paths"]) == expected
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=out + "/")
+    assert sorted(o["Key"][len(out) + 1 :] for o in listed.get("Contents", [])) == expected
+    assert s3_client.get_object(Bucket=bucket, Key=f"{out}/sub/b.bin")["Body"].read() == bytes(range(256))
+
+
 # -- op jobs on Docker Swarm: the same ContainerJob, as a service ----------------------------
 
 

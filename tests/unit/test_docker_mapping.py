@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import pytest
@@ -163,3 +164,50 @@ def test_decode_logs_invalid_utf8_uses_replacement_characters() -> None:
 def test_decode_logs_passes_text_through_and_handles_empty() -> None:
     assert decode_logs("already text") == "already text"
     assert decode_logs(b"") == ""
+
+
+# -- the job's user and groups -------------------------------------------------------------------
+
+
+class _Api:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    def create_host_config(self, **kw: Any) -> dict[str, Any]:
+        return kw
+
+    def create_container(self, **kw: Any) -> None:
+        self.created.append(kw)
+
+    def start(self, name: str) -> None:
+        pass
+
+
+def _plugin(run_as: tuple[int, int] | None = None) -> Any:
+    from pfcon.domain.model import ContainerJob, Mount, Resources
+
+    return ContainerJob(
+        "j1", "local/x:1", ("true",), (), Resources(1, 1000, 300, 0),
+        (Mount("key-j1/outgoing", "/share/outgoing", False),), run_as=run_as,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("container_user", "user", "group_add"),
+    [(None, None, [10001]), ("20000-20000:", "20000", [10001]), (":3000", None, [3000, 10001]),
+     ("20000:3000", "20000:3000", [10001]), ("20000:10001", "20000:10001", None)],
+)  # fmt: skip
+def test_a_plugin_gets_the_op_jobs_group(container_user: str | None, user: str | None, group_add: list[int] | None) -> None:
+    # the op jobs' group owns the key-<jid>/outgoing a plugin writes in (mode 2775)
+    from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
+    from pfcon.adapters.compute.options import parse_container_user
+
+    api = _Api()
+    options = DockerOptions(storebase="/sb", container_user=parse_container_user(container_user),
+                            supplemental_groups=(10001,))  # fmt: skip
+    docker = DockerCompute(types.SimpleNamespace(api=api), options)  # type: ignore[arg-type]
+    docker.schedule(_plugin())
+    docker.schedule(_plugin(run_as=(10001, 10001)))
+    plugin, op = api.created
+    assert (plugin["user"], plugin["host_config"].get("group_add")) == (user, group_add)
+    assert (op["user"], op["host_config"].get("group_add")) == ("10001:10001", None)  # an op job: its own user only

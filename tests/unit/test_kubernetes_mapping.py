@@ -546,6 +546,29 @@ def test_an_op_job_runs_as_its_own_user(fake: FakeKube) -> None:
     assert [(u["runAsUser"], u["runAsGroup"]) for u in users] == [(1000, 1000), (10001, 10001)]
 
 
+def test_plugin_pods_get_the_op_jobs_group_as_a_supplemental_group(fake: FakeKube) -> None:
+    # A plugin writes into key-<jid>/outgoing, the op jobs' (group-writable, setgid): its pod
+    # gets their group, whatever its user (the image's root, without capabilities, here).
+    c = KubernetesCompute(fake, KubernetesOptions(volume_name="pvc", supplemental_groups=(10001,)), start=False)
+    c.schedule(small("plugin"))
+    c.schedule(dataclasses.replace(small("op"), run_as=(10001, 10001)))
+    plugin, op = (b["spec"]["template"]["spec"] for b in fake.created)
+    assert plugin["securityContext"] == {"supplementalGroups": [10001]}
+    assert "runAsUser" not in plugin["containers"][0]["securityContext"]
+    assert "securityContext" not in op  # an op job is the owner: no group added
+    assert op["containers"][0]["securityContext"]["runAsGroup"] == 10001
+    # merged with CONTAINER_USER's group: never twice, and validated by the official model
+    options = KubernetesOptions(volume_name="pvc", supplemental_groups=(10001, 10001, 3000),
+                                container_user=parse_container_user("2000-2999:3000"))  # fmt: skip
+    m = job_manifest(container_job(), options, options.container_user.pick())  # type: ignore[union-attr]
+    validate(m)
+    pod = m["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"supplementalGroups": [10001]}
+    assert pod["containers"][0]["securityContext"]["runAsGroup"] == 3000
+    assert "securityContext" not in job_manifest(container_job(), KubernetesOptions(volume_name="pvc"), (None, None))[
+        "spec"]["template"]["spec"]  # fmt: skip
+
+
 def test_schedule_and_errors(compute: KubernetesCompute, fake: FakeKube) -> None:
     info = compute.schedule(small("a"))
     assert (info.status, info.message) == (JobStatus.NOT_STARTED, "created")

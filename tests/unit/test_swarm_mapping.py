@@ -212,6 +212,21 @@ def test_spec_user_sides(
     assert c.get("Groups") == groups
 
 
+@pytest.mark.parametrize(
+    ("user", "expected_user", "groups"),
+    [((1000, None), "1000", ["10001"]), ((None, 2000), None, ["2000", "10001"]), ((None, None), None, ["10001"]),
+     ((1000, 10001), "1000:10001", None), ((None, 10001), None, ["10001"])],
+)  # fmt: skip
+def test_a_plugin_gets_the_op_jobs_group(
+    user: tuple[int | None, int | None], expected_user: str | None, groups: list[str] | None
+) -> None:
+    options = SwarmOptions(storebase="/sb", supplemental_groups=(10001,))
+    c = service_spec(job(), options, user=user).task_template["ContainerSpec"]
+    assert (c.get("User"), c.get("Groups")) == (expected_user, groups)
+    op = service_spec(job(run_as=(10001, 10001)), options, user=(10001, 10001)).task_template["ContainerSpec"]
+    assert (op["User"], op.get("Groups")) == ("10001:10001", None)  # an op job: its own user only
+
+
 def test_storebase_itself_as_a_mount_source() -> None:
     j = ContainerJob("j", "i", ("true",), (), Resources(), (Mount("", "/share", False),))
     assert service_spec(j, SwarmOptions(storebase="/sb")).task_template["ContainerSpec"]["Mounts"][0]["Source"] == "/sb"

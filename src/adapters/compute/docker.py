@@ -76,6 +76,9 @@ class DockerOptions:
     labels: tuple[tuple[str, str], ...] = ()
     ignore_limits: bool = False
     container_user: ContainerUser | None = None
+    # Groups plugin jobs (never op jobs) also get: the op jobs' group, which owns the
+    # key-<jid>/outgoing a plugin writes in (pfcon 6 with an object store).
+    supplemental_groups: tuple[int, ...] = ()
     shm_size_mib: int | None = None
     pull_images: bool = False
     network: str | None = None  # JOB_NETWORK: plugin jobs
@@ -151,14 +154,15 @@ class DockerCompute:
         return kwargs
 
     def _user(self, job: ContainerJob) -> tuple[str | None, list[int] | None]:
+        """The job's user and its added groups (None: none)."""
         if job.run_as is not None:
             return f"{job.run_as[0]}:{job.run_as[1]}", None
-        if self.options.container_user is None:
-            return None, None
-        uid, gid = self.options.container_user.pick()
-        if uid is None:
-            return None, [gid] if gid is not None else None
-        return (f"{uid}:{gid}" if gid is not None else str(uid)), None
+        uid, gid = self.options.container_user.pick() if self.options.container_user else (None, None)
+        user = None if uid is None else f"{uid}:{gid}" if gid is not None else str(uid)
+        # no uid: the image's user, with CONTAINER_USER's group added
+        groups = [gid] if uid is None and gid is not None else []
+        groups += [g for g in self.options.supplemental_groups if g not in groups and g != gid]
+        return user, groups or None
 
     def ping(self) -> None:
         try:

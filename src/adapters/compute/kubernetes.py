@@ -59,6 +59,9 @@ class KubernetesOptions:
     image_pull_secrets: tuple[str, ...] = ()
     ignore_limits: bool = False
     container_user: ContainerUser | None = None
+    # Groups plugin jobs (never op jobs) also get: the op jobs' group, which owns the
+    # key-<jid>/outgoing a plugin writes in (pfcon 6 with an object store).
+    supplemental_groups: tuple[int, ...] = ()
     shm_size_mib: int | None = None
     host_network: bool = False
     active_deadline_seconds: int | None = DEFAULT_DEADLINE
@@ -151,6 +154,9 @@ def job_manifest(job: ContainerJob, options: KubernetesOptions, user: tuple[int 
         "automountServiceAccountToken": False,  # plugins do not talk to the API server
         "enableServiceLinks": False,  # nor get the namespace's services as env vars
     }
+    groups = [g for g in dict.fromkeys(options.supplemental_groups) if g != gid] if job.run_as is None else []
+    if groups:  # a plugin job: the op jobs' group, which owns the key-<jid>/outgoing it writes in
+        pod_spec["securityContext"] = {"supplementalGroups": groups}
     if options.host_network:
         pod_spec["hostNetwork"] = True
     if options.node_selector:

@@ -52,6 +52,9 @@ class SwarmOptions:
     labels: tuple[tuple[str, str], ...] = ()
     ignore_limits: bool = False
     container_user: ContainerUser | None = None
+    # Groups plugin jobs (never op jobs) also get: the op jobs' group, which owns the
+    # key-<jid>/outgoing a plugin writes in (pfcon 6 with an object store).
+    supplemental_groups: tuple[int, ...] = ()
     shm_size_mib: int | None = None
     stop_grace_seconds: float = 1.0  # a removed job is stopped, not waited for
     capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
@@ -72,7 +75,8 @@ class ServiceSpec:
 def service_spec(
     job: ContainerJob, options: SwarmOptions, user: tuple[int | None, int | None] = (None, None)
 ) -> ServiceSpec:
-    """The service of ``job``; ``user`` is the (uid, gid) picked from CONTAINER_USER."""
+    """The service of ``job``; ``user`` is the (uid, gid) picked from CONTAINER_USER (or
+    an op job's ``run_as``). A plugin job also gets ``options.supplemental_groups``."""
     mounts = [
         docker.types.Mount(
             target=m.target,
@@ -91,11 +95,14 @@ def service_spec(
     labels = {**dict(options.labels), **job.labels, JOB_LABEL: job.name}
     uid, gid = user
     container_user: str | None = None
-    groups: list[str] | None = None
+    added: list[int] = []
     if uid is not None:
         container_user = f"{uid}:{gid}" if gid is not None else str(uid)
     elif gid is not None:
-        groups = [str(gid)]  # no uid: the image's user, with the group added (as the Docker adapter does)
+        added = [gid]  # no uid: the image's user, with the group added (as the Docker adapter does)
+    if job.run_as is None:
+        added += [g for g in options.supplemental_groups if g not in added and g != gid]
+    groups = [str(g) for g in added] or None
     container = docker.types.ContainerSpec(
         image=job.image,
         command=list(job.command),

@@ -14,6 +14,13 @@ staging (zipfile, filesystem, fslink, swift, ...) run unchanged inside the op jo
   instead of copying every file; the op job has the server's own uid, so never more rights
   on storeBase than the server has.
 
+Where the plugin writes into ``key-<jid>/outgoing`` (object stores), it may not be the op
+jobs' user (a root plugin without capabilities on Kubernetes, a uid picked from a
+CONTAINER_USER range): ``outgoing`` is made group-writable and setgid (``OUTGOING_MODE``),
+owned by the op jobs' group, which the compute adapters give plugin jobs as a supplemental
+group; what the plugin creates there stays in that group. ``key-<jid>/`` itself and
+``incoming/`` stay 0755.
+
 Parameters files are JSON objects (``job_params.json``, ``upload_params.json``,
 ``delete_params.json``; docs/wire-contract.md).
 """
@@ -24,6 +31,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -49,6 +57,29 @@ from .innetwork import existing_dir, job_output_path_param, shared_path
 from .local import StoreBase, list_outputs
 
 log = structlog.get_logger(__name__)
+
+# ``key-<jid>/outgoing`` where a plugin writes (object stores): the op jobs' user and
+# group may write, the plugin through that group (a supplemental group of plugin jobs);
+# setgid, so that what the plugin creates belongs to that group too.
+OUTGOING_MODE = 0o2775
+
+
+def make_outgoing(path: str, owner: tuple[int, int] | None = None, group: int | None = None) -> None:
+    """Create ``path`` if needed and give it ``OUTGOING_MODE`` whatever the umask, and
+    ``owner`` (uid, gid) or else ``group``. Never through a symbolic link."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        uid, gid = owner if owner is not None else (st.st_uid, st.st_gid if group is None else group)
+        changed = (st.st_uid, st.st_gid) != (uid, gid)
+        if changed:
+            os.fchown(fd, uid, gid)
+        if changed or stat.S_IMODE(st.st_mode) != OUTGOING_MODE:
+            os.fchmod(fd, OUTGOING_MODE)  # after fchown, which may clear setgid
+    finally:
+        os.close(fd)
 
 
 def params_document(params: OpParams) -> dict[str, Any]:
@@ -112,6 +143,9 @@ class JobArea:
         self.link_copies = link_copies
         # When the server runs as root, op jobs do not: the dirs they write are handed to them.
         self.owner = owner if owner is not None and os.geteuid() == 0 else None
+        # The group of the outgoing dir a plugin writes in (a supplemental group of plugin
+        # jobs): the op jobs' group, where this server may give it.
+        self.group = owner[1] if owner is not None and (self.owner or owner[1] in _own_groups()) else None
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)
@@ -120,6 +154,10 @@ class JobArea:
         if self.owner is not None:
             os.chown(path, *self.owner, follow_symlinks=False)
 
+    def _make_outgoing(self, jid: str) -> None:
+        """``key-<jid>/outgoing``, where the plugin writes: the op jobs' (``OUTGOING_MODE``)."""
+        make_outgoing(self.storebase.outgoing(jid), self.owner, self.group)
+
     def prepare(self, kind: JobKind, params: OpParams) -> None:
         key = self.storebase.key_dir(params.jid)
         os.makedirs(self.storebase.root, exist_ok=True)
@@ -127,10 +165,7 @@ class JobArea:
             os.mkdir(key, 0o755)
         self._own(key)
         if kind is JobKind.COPY and self.flow.outputs_in_key_dir:
-            outgoing = self.storebase.outgoing(params.jid)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(outgoing, 0o755)
-            self._own(outgoing)
+            self._make_outgoing(params.jid)
         fd, tmp = tempfile.mkstemp(prefix=".params-", dir=key)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -153,10 +188,7 @@ class JobArea:
         self.storebase.require(jid)
         incoming = Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True)
         if self.flow.outputs_in_key_dir:
-            outgoing = self.storebase.outgoing(jid)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(outgoing, 0o755)
-                self._own(outgoing)
+            self._make_outgoing(jid)
             return (incoming, Mount(f"key-{jid}/outgoing", OUTPUT_DIR, read_only=False))
         if output_dir is None:
             raise InvalidJobSpec("field is required", field="output_dir")
@@ -179,6 +211,10 @@ class JobArea:
 
     def remove(self, jid: str) -> None:
         self.storebase.delete(jid)
+
+
+def _own_groups() -> set[int]:
+    return {os.getegid(), *os.getgroups()}
 
 
 def _remove(path: str) -> list[str]:
@@ -248,9 +284,9 @@ class OpJobStoreBase(StoreBase):
         if os.path.lexists(incoming):
             shutil.rmtree(incoming)
         try:
-            if with_dirs:
+            if with_dirs:  # an object store's copy: the plugin writes into outgoing/
                 os.mkdir(incoming)
-                os.makedirs(self.outgoing(jid), exist_ok=True)
+                make_outgoing(self.outgoing(jid))
             yield self._key
         except BaseException:
             shutil.rmtree(incoming, ignore_errors=True)
