@@ -137,6 +137,7 @@ def slurm_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             time_limit_minutes=settings.compute.time_limit_minutes,
             sbatch_options=sl.sbatch_option_list,
             container_user=settings.container_user,
+            supplemental_groups=plugin_groups(settings),
             ignore_limits=settings.compute.ignore_limits,
             pull_images=settings.compute.pull_images,
             network=settings.compute.job_network,

@@ -152,6 +152,16 @@ def test_storebase_itself_and_pull_policy() -> None:
     assert "--pull missing" in script and "--group-add 5" in script
 
 
+def test_plugin_jobs_get_the_op_jobs_group_and_op_jobs_do_not() -> None:
+    opts = SlurmOptions("/n", "/s", supplemental_groups=(10001,))
+    assert "--user 20000:20000 --group-add 10001 " in batch_script(job(), opts, "/d", (20000, 20000))
+    assert "--group-add 5 --group-add 10001 " in batch_script(job(), opts, "/d", (None, 5))
+    assert "--group-add 10001 " in batch_script(job(), opts, "/d", (None, None))
+    assert "--group-add" not in batch_script(job(run_as=(10001, 10001)), opts, "/d", (10001, 10001))
+    assert "--group-add" not in batch_script(job(), SlurmOptions("/n", "/s", runtime=RUNTIMES["apptainer"],
+                                                                 supplemental_groups=(10001,)), "/d", (None, None))
+
+
 def test_custom_runtime_template() -> None:
     rt = Runtime("site", "/opt/bin/run-container --binds {mounts} --env {env_file} {image} -- {command}")
     assert template_problem(rt.run) is None

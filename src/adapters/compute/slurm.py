@@ -219,6 +219,9 @@ class SlurmOptions:
     time_limit_minutes: int | None = None
     sbatch_options: tuple[str, ...] = ()
     container_user: ContainerUser | None = None
+    # Plugin jobs' extra groups: the op jobs' group, which owns key-<jid>/outgoing (2775)
+    # in pfcon 6's object-store flow (Docker and Podman runtimes only).
+    supplemental_groups: tuple[int, ...] = ()
     ignore_limits: bool = False
     pull_images: bool = False
     network: str | None = None  # plugin jobs' network (JOB_NETWORK); None: the runtime's default
@@ -263,12 +266,15 @@ def batch_script(job: ContainerJob, options: SlurmOptions, job_dir: str, user: t
     binds = [f"{base}/{m.source}" if m.source else base for m in job.mounts]
     mounts = [f"{src}:{m.target}:{'ro' if m.read_only else 'rw'}" for src, m in zip(binds, job.mounts, strict=True)]
     uid, gid = user
-    user_args = ""
-    if rt.user_flag and (uid is not None or gid is not None):
+    args: list[str] = []
+    if rt.user_flag:
+        groups = [] if job.run_as is not None else [g for g in options.supplemental_groups if g != gid]
         if uid is not None:
-            user_args = f"{rt.user_flag} {q(f'{uid}:{gid}' if gid is not None else str(uid))}"
-        else:
-            user_args = f"--group-add {q(str(gid))}"  # docker/podman: the image's user, with the group
+            args.append(f"{rt.user_flag} {q(f'{uid}:{gid}' if gid is not None else str(uid))}")
+        elif gid is not None:
+            groups.insert(0, gid)  # docker/podman: the image's user, with the group
+        args.extend(f"--group-add {q(str(g))}" for g in dict.fromkeys(groups))
+    user_args = " ".join(args)
     network = options.op_network if job.run_as is not None else options.network
     values = {
         "network_args": f"--network {q(network)}" if network else "",
