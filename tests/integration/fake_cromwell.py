@@ -5,7 +5,8 @@ adapter uses, with the status codes and bodies Cromwell documents (docs/api/REST
 its sources show (``CromwellApiService``, ``MetadataRouteSupport``; error bodies
 ``{"status": "fail"|"error", "message": ...}``), keeps workflows in memory, and *runs* each
 workflow's one task like Cromwell's local Docker backend: ``docker run`` of the runtime's
-``docker`` image, with the runtime's ``mounts`` (or ``sharedir`` at ``/share``) bound and
+``docker`` image, with the runtime's ``mounts`` (or ``sharedir`` at ``/share``) bound (a
+missing host path fails the task, as Singularity's ``--bind`` does: it is never created) and
 its ``user``, the command run by ``/bin/sh``, stdout and stderr written to
 ``<root>/cromwell-executions/<workflow>/<id>/call-<task>/execution/{stdout,stderr}``.
 
@@ -114,6 +115,7 @@ class Workflow:
     label_patches: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     aborting: bool = False
     container: str | None = None
+    process: subprocess.Popen[bytes] | None = None  # ``docker run`` of the task
     docker_args: list[str] = field(default_factory=list)
 
 
@@ -174,11 +176,24 @@ class FakeCromwell:
     def close(self) -> None:
         self.stop()
         with self.lock:
-            containers = [w.container for w in self.workflows.values() if w.container and w.status not in _TERMINAL]
+            running = [w for w in self.workflows.values() if w.status not in _TERMINAL]
             for wf in self.workflows.values():
                 wf.aborting = True
-        for name in containers:
-            subprocess.run([self.docker, "rm", "-f", name], capture_output=True, check=False)
+        for wf in running:
+            self._kill(wf)
+
+    def _kill(self, wf: Workflow, patience: float = 60.0) -> None:
+        """Remove the task's container until its ``docker run`` has ended: the container
+        may not exist yet when the abort comes (``docker run`` is still creating it)."""
+        deadline = time.monotonic() + patience
+        while True:
+            with self.lock:
+                container, process = wf.container, wf.process
+            if container:
+                subprocess.run([self.docker, "rm", "-f", container], capture_output=True, check=False)
+            if process is None or process.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     # -- the summary the query reads (it lags) -------------------------------------
     def _summary_labels(self, wf: Workflow, now: float) -> dict[str, str]:
@@ -370,9 +385,8 @@ class FakeCromwell:
                 wf.end = now_iso()
             else:
                 wf.status = "Aborting"
-            container = wf.container
-        if container:
-            subprocess.run([self.docker, "rm", "-f", container], capture_output=True, check=False)
+        # Cromwell answers at once and stops the job in the background.
+        threading.Thread(target=self._kill, args=(wf,), name=f"fake-cromwell-abort-{wid[:8]}", daemon=True).start()
         return 200, {"id": wid, "status": "Aborting"}
 
     # -- the backend ---------------------------------------------------------------------
@@ -414,10 +428,10 @@ class FakeCromwell:
         ]
         runtime = parsed.runtime
         if self.bind == "sharedir" and runtime.get("sharedir"):
-            args += ["-v", f"{runtime['sharedir']}:/share"]
+            args += ["--mount", bind_mount(runtime["sharedir"], "/share", "rw")]
         elif runtime.get("mounts"):
             for spec in runtime["mounts"].split(" "):
-                args += ["-v", spec]
+                args += ["--mount", bind_mount(*spec.split(":"))]
         if runtime.get("user"):
             args += ["--user", runtime["user"]]
         if int(runtime.get("gpu_limit") or 0) > 0:
@@ -441,6 +455,7 @@ class FakeCromwell:
             with open(stdout, "wb") as out, open(stderr, "wb") as err:
                 process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
             wf.container = container
+            wf.process = process
             wf.call["executionStatus"] = "Running"
             wf.call["start"] = now_iso()
             wf.call["jobId"] = str(process.pid)
@@ -480,6 +495,12 @@ class FakeCromwell:
                 wf.failures = [{"message": "Workflow failed", "causedBy": [{"message": text, "causedBy": []}]}]
                 wf.status = "Failed"
             wf.end = now_iso()
+
+
+def bind_mount(source: str, target: str, mode: str) -> str:
+    """``docker run --mount`` of a bind: unlike ``-v`` it never creates a missing source
+    (which would bring back a job's directory the server has just deleted)."""
+    return f"type=bind,source={source},target={target}" + (",readonly" if mode == "ro" else "")
 
 
 def label_problems(labels: dict[str, str]) -> list[str]:

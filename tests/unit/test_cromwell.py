@@ -226,6 +226,16 @@ def test_job_info_from_metadata() -> None:
     assert (running.image, running.cmd, running.timestamp) == ("x/y:1", "echo hi", "2024-05-01T12:00:01.000Z")
 
 
+def test_a_workflow_not_picked_up_yet_has_its_submission_time() -> None:
+    """An existing job's status (pfcon 6 answers a repeated POST with it) has a timestamp
+    from the moment Cromwell accepted the workflow, as other schedulers' creation time."""
+    submitted = {"status": "Submitted", "submission": "2024-05-01T11:59:59.000Z", "submittedFiles": {}}
+    info = job_info("chris-jid-1", submitted)
+    assert (info.status, info.timestamp) == (JobStatus.NOT_STARTED, "2024-05-01T11:59:59.000Z")
+    picked_up = {**submitted, "status": "Running", "start": "2024-05-01T12:00:00.000Z"}
+    assert job_info("chris-jid-1", picked_up).timestamp == "2024-05-01T12:00:00.000Z"
+
+
 def test_logs_are_read_when_readable_else_located(tmp_path: Any) -> None:
     (tmp_path / "stdout").write_text("a\nb\nc\n")
     (tmp_path / "stderr").write_text("warn\n")

@@ -297,7 +297,11 @@ def job_info(name: str, metadata: Mapping[str, Any], stderr_tail: str = "") -> J
     image = header.get("image") or str(((call or {}).get("runtimeAttributes") or {}).get("docker") or "")
     cmd = header.get("cmd") or str((call or {}).get("commandLine") or "")
     status, message = workflow_status(metadata, stderr_tail)
-    timestamp = metadata.get("end") or (call or {}).get("start") or metadata.get("start") or ""
+    # A workflow not picked up yet has only its submission time (Cromwell always reports it),
+    # as the other schedulers give a job's creation time before it runs.
+    timestamp = (
+        metadata.get("end") or (call or {}).get("start") or metadata.get("start") or metadata.get("submission") or ""
+    )
     return JobInfo(name=name, image=image, cmd=cmd, status=status, message=message, timestamp=str(timestamp))
 
 
