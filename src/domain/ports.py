@@ -6,7 +6,7 @@ entrypoints run the use cases in worker threads so an event loop is never blocke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +24,15 @@ from .model import (
 )
 
 
+@runtime_checkable
+class ReceivedInput(Protocol):
+    """An uploaded input received, checked and stored while its request arrived, before
+    the job it belongs to was known (ADR 19). Staging adopts it; whoever holds it when
+    the request ends discards it (a no-op once adopted)."""
+
+    def discard(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StagingRequest:
     """The input side of a submission as the storage step sees it."""
@@ -31,6 +40,7 @@ class StagingRequest:
     upload_path: str | None = None  # a local file holding the uploaded zip
     input_dirs: tuple[str, ...] | None = None
     output_dir: str | None = None
+    received: ReceivedInput | None = None  # the uploaded zip, already received (InputReceiverPort)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,18 @@ class StoragePort(Protocol):
     def recover(self) -> list[str]:
         """Remove the data of jobs whose staging never finished (the server died
         mid-stage); return their ids. Called once at startup."""
+        ...
+
+
+@runtime_checkable
+class InputReceiverPort(Protocol):
+    """A storage that takes an uploaded input as its bytes arrive (zipfile: the zip is
+    validated and extracted while the request body is received)."""
+
+    def receive(self, read: Callable[[int], bytes]) -> ReceivedInput:
+        """Read the upload to its end from ``read`` (blocking; b"" at the end), checking
+        it as it arrives. Raises InvalidInputData, InputTooLarge or StorageFull, or
+        whatever ``read`` raises; on any error nothing is left behind."""
         ...
 
 

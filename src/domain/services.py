@@ -4,6 +4,7 @@ server info and readiness, and authentication."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .errors import (
     DomainError,
@@ -24,7 +25,7 @@ from .model import (
     job_id_problem,
 )
 from .operations import CopyInput, DeleteData, JobOptions, RunPlugin, spec_problems
-from .ports import AuthPort, ComputePort, StagingRequest, StoragePort, ZipStream
+from .ports import AuthPort, ComputePort, InputReceiverPort, ReceivedInput, StagingRequest, StoragePort, ZipStream
 
 __all__ = ["AuthService", "JobOptions", "JobService", "spec_problems"]
 
@@ -70,6 +71,18 @@ class JobService:
         except DomainError as e:
             return BackendHealth(kind, name, ok=False, message=e.message)
         return BackendHealth(kind, name, ok=True)
+
+    @property
+    def receives_input(self) -> bool:
+        """Whether the storage takes an upload as it arrives (``receive_input``)."""
+        return isinstance(self.storage, InputReceiverPort)
+
+    def receive_input(self, read: Callable[[int], bytes]) -> ReceivedInput:
+        """Receive an uploaded input while it arrives, before its job is known; staging
+        (``submit``) adopts it through ``StagingRequest.received``."""
+        if not isinstance(self.storage, InputReceiverPort):
+            raise TypeError("this storage does not receive uploads")
+        return self.storage.receive(read)
 
     def submit(self, spec: JobSpec, request: StagingRequest) -> SubmittedJob:
         """Stage the input in-process, then run the plugin on it (pfcon 5's POST)."""

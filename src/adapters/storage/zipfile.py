@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+import secrets
 import stat
+import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, StorageFull
 from ...domain.model import OutputListing, StagedData, path_length_problem
-from ...domain.ports import StagingRequest, ZipStream
+from ...domain.ports import ReceivedInput, StagingRequest, ZipStream
 from .chrislink import expand_links
-from .local import CHUNK, StoreBase, iter_zip, safe_relative_path
+from .local import CHUNK, STAGING_MARKER, StoreBase, iter_zip, safe_relative_path
 
 BAD_ZIP = "data_file: Bad zip file"
 _COMPRESSION_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
@@ -144,14 +149,20 @@ def inspect_zip(
     return members
 
 
-def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
-    """Extract a validated archive into ``destination``; return the number of files.
+def extract_zip(path: str | Callable[[int], bytes], destination: str, limits: ZipLimits) -> int:
+    """Extract an archive into ``destination``; return the number of files.
 
-    The headers are checked first (``inspect_zip``), then the bytes actually written
-    are counted, so that an archive whose headers lie cannot write past any limit.
-    On error a partial extraction is left for the caller to remove.
+    From a file (``path``): the central directory is checked first (``inspect_zip``),
+    then the bytes actually written are counted, so that an archive whose headers lie
+    cannot write past any limit. From a ``read(n)`` callable: the archive is checked and
+    extracted as it is read, front to back (``zipstream``, ADR 19). On error a partial
+    extraction is left for the caller to remove.
     """
     free_bytes = free_space(destination)
+    if callable(path):
+        from .zipstream import extract_stream
+
+        return extract_stream(path, destination, limits, free_bytes)
     members = inspect_zip(path, limits, free_bytes)
     room = None if free_bytes is None else _room(free_bytes, limits)
     nfiles = 0
@@ -196,8 +207,53 @@ def extract_zip(path: str, destination: str, limits: ZipLimits) -> int:
     return nfiles
 
 
+RECEIVING_PREFIX = ".upload-"  # key-.upload-<hex>/: never a job id (ids start with a letter or digit)
+
+
+class ReceivedZip:
+    """An upload extracted while it was received, in ``key-.upload-<hex>/incoming``
+    until its job adopts it (ADR 19).
+
+    The area carries the staging marker of ``StoreBase.claimed``, held (``flock``) for as
+    long as this object lives: if the server dies, the next start removes the area
+    (``StoreBase.recover``), as it does a half-staged ``key-<jid>/``.
+    """
+
+    def __init__(self, storebase: StoreBase) -> None:
+        self.storebase = storebase
+        self.id = RECEIVING_PREFIX + secrets.token_hex(8)
+        self.nfiles = 0
+        self._lock = threading.Lock()
+        self._marker = -1
+        path = storebase.claim(self.id)
+        try:
+            pending = os.path.join(path, f"{STAGING_MARKER}.{os.getpid()}.{threading.get_ident()}")
+            self._marker = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._marker, fcntl.LOCK_EX)
+            os.rename(pending, os.path.join(path, STAGING_MARKER))
+            os.mkdir(self.incoming)
+        except BaseException:
+            self.discard()
+            raise
+
+    @property
+    def incoming(self) -> str:
+        return self.storebase.incoming(self.id)
+
+    def discard(self) -> None:
+        """Remove the area (whatever adoption left of it); idempotent."""
+        with self._lock:
+            if self.id:
+                self.storebase.delete(self.id)
+                self.id = ""
+            if self._marker >= 0:
+                os.close(self._marker)
+                self._marker = -1
+
+
 class ZipFileStorage:
-    """Implements the storage port for ``STORAGE_ENV=zipfile``."""
+    """Implements the storage port for ``STORAGE_ENV=zipfile``, and receives uploads as
+    they arrive (``InputReceiverPort``)."""
 
     def __init__(
         self,
@@ -209,18 +265,48 @@ class ZipFileStorage:
         self.limits = limits or ZipLimits()
         self.compression = compression
 
+    def receive(self, read: Callable[[int], bytes]) -> ReceivedZip:
+        """Validate and extract the zip that ``read`` yields while it arrives, into a
+        private area of storeBase; on any error the area is removed."""
+        received = ReceivedZip(self.storebase)
+        try:
+            received.nfiles = extract_zip(read, received.incoming, self.limits)
+        except BaseException:
+            received.discard()
+            raise
+        return received
+
     def validate(self, jid: str, request: StagingRequest) -> None:
+        if request.received is not None:
+            if not isinstance(request.received, ReceivedZip):
+                raise TypeError("not an upload this storage received")
+            return  # checked while it was received
         if request.upload_path is None:
             raise InvalidJobSpec("field is required", field="data_file")
         inspect_zip(request.upload_path, self.limits, free_space(self.storebase.root))
 
     def stage(self, jid: str, request: StagingRequest) -> StagedData:
+        if request.received is not None:
+            return self._adopt(jid, request.received)
         if request.upload_path is None:
             raise InvalidJobSpec("field is required", field="data_file")
         with self.storebase.claimed(jid):
             incoming = self.storebase.incoming(jid)
             nfiles = extract_zip(request.upload_path, incoming, self.limits)
             nfiles -= expand_links(incoming)
+        return self.storebase.staged(jid, nfiles)
+
+    def _adopt(self, jid: str, received: ReceivedInput) -> StagedData:
+        """Move a received upload into ``key-<jid>/incoming`` (a rename: same filesystem)."""
+        if not isinstance(received, ReceivedZip) or not received.id:
+            raise TypeError("not an upload this storage received")
+        with self.storebase.claimed(jid, with_dirs=False):
+            incoming = self.storebase.incoming(jid)
+            os.rename(received.incoming, incoming)
+            os.mkdir(self.storebase.outgoing(jid))
+            nfiles = received.nfiles - expand_links(incoming)
+        with contextlib.suppress(OSError):
+            received.discard()  # what is left: the empty area and its marker
         return self.storebase.staged(jid, nfiles)
 
     def exists(self, jid: str) -> bool:

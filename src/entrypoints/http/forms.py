@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.abc
 import anyio.to_thread
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from ...domain.errors import InputTooLarge, InvalidFields, InvalidJobSpec
 from ...domain.model import JobSpec, PluginType, Resources
+from ...domain.ports import ReceivedInput
 from .spool import UploadSpool, no_space
+from .upload import StreamedUpload
 
 MISSING = "Missing required parameter in the post body"
 MAX_FIELD_BYTES = 1024 * 1024
@@ -35,6 +39,7 @@ REQUIRED_INT = ("number_of_workers", "cpu_limit", "memory_limit", "gpu_limit")
 class FormData:
     fields: dict[str, list[str]] = field(default_factory=dict)
     upload_path: str | None = None
+    received: ReceivedInput | None = None  # the upload, received as it arrived (ADR 19)
 
     def add(self, name: str, value: str) -> None:
         self.fields.setdefault(name, []).append(value)
@@ -44,10 +49,14 @@ class FormData:
         return values[0] if values else None
 
     def discard_upload(self) -> None:
+        """Remove the spooled file or the received input (blocking: a worker thread's job)."""
         if self.upload_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.upload_path)
             self.upload_path = None
+        if self.received is not None:
+            received, self.received = self.received, None
+            received.discard()
 
 
 def _int_problem(raw: str) -> str | None:
@@ -139,98 +148,216 @@ def parse_urlencoded(body: bytes) -> FormData:
     return form
 
 
+class _SpoolSink:
+    """The ``data_file`` part written to a file in the upload spool, in batches from
+    worker threads (the spool's free-space reserve checked before each)."""
+
+    def __init__(self, spool: UploadSpool, form: FormData) -> None:
+        self.spool = spool
+        self.form = form
+        self.upload: BinaryIO | None = None
+        self.pending = bytearray()
+
+    async def start(self) -> None:
+        fd, path = self.spool.new_file()
+        self.form.upload_path = path
+        self.upload = os.fdopen(fd, "wb")
+
+    async def send(self, data: bytes) -> None:
+        self.pending.extend(data)
+        if len(self.pending) >= WRITE_BATCH:
+            await self._flush()
+
+    def end(self) -> None:
+        pass
+
+    async def _flush(self) -> None:
+        if self.pending and self.upload is not None:
+            data = bytes(self.pending)
+            self.pending.clear()
+            await anyio.to_thread.run_sync(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        assert self.upload is not None
+        self.spool.check_room(len(data))
+        try:
+            self.upload.write(data)
+        except OSError as e:
+            raise no_space(e) or e from None
+
+    async def finish(self) -> None:
+        await self._flush()
+        if self.upload is not None:
+            await anyio.to_thread.run_sync(self._close_checked)
+
+    def _close_checked(self) -> None:
+        assert self.upload is not None
+        try:
+            self.upload.close()
+        except OSError as e:
+            raise no_space(e) or e from None
+
+    def abort(self) -> None:
+        _close(self.upload)
+
+    async def collect(self) -> None:
+        pass
+
+    def leftover(self) -> None:
+        pass  # form.upload_path is set from the start
+
+
+class _StreamSink:
+    """The ``data_file`` part handed to ``receive`` in a worker thread as it arrives
+    (ADR 19); what it returns becomes ``form.received``."""
+
+    def __init__(self, receive: Receiver, limiter: anyio.CapacityLimiter | None, form: FormData) -> None:
+        self.receive = receive
+        self.limiter = limiter
+        self.form = form
+        self.upload: StreamedUpload | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+
+    async def start(self) -> None:
+        assert self.task_group is not None
+        self.upload = StreamedUpload(self.receive, self.limiter)
+        self.task_group.start_soon(self.upload.run)
+
+    async def send(self, data: bytes) -> None:
+        assert self.upload is not None
+        await self.upload.send(data)
+
+    def end(self) -> None:
+        if self.upload is not None:
+            self.upload.close()
+
+    async def finish(self) -> None:
+        self.end()  # the body ended: nothing more in any case
+
+    def abort(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+
+    async def collect(self) -> None:
+        """After the worker has ended: its result, or its error."""
+        if self.upload is not None:
+            self.form.received = self.upload.outcome()
+
+    def leftover(self) -> None:
+        """On an error after the worker succeeded: its result, so that it is discarded."""
+        if self.upload is not None and self.upload.result is not None and self.form.received is None:
+            self.form.received = self.upload.result
+
+
+Receiver = Callable[[Callable[[int], bytes]], Any]
+
+
 async def parse_multipart(
     stream: AsyncIterator[bytes],
     boundary: str,
     spool: UploadSpool,
     max_upload_bytes: int,
     upload_field: str = "data_file",
+    receive: Receiver | None = None,
 ) -> FormData:
     """Parse multipart/form-data incrementally.
 
-    The part named ``upload_field`` goes to a file in the upload spool (written from a
-    worker thread in batches, the spool's free-space reserve checked before each);
-    other parts are small text fields kept in memory. Nothing is kept whole in memory,
-    whatever the upload size, and on any error nothing is left in the spool.
+    The first part named ``upload_field`` goes, with ``receive``, to ``receive(read)``
+    in a worker thread while it arrives (its result in ``form.received``), otherwise to a
+    file in the upload spool (``form.upload_path``); other parts are small text fields
+    kept in memory. Nothing is kept whole in memory, whatever the upload size, and on any
+    error nothing is left behind (the spool file, or what ``receive`` wrote).
     """
     form = FormData()
-    upload: BinaryIO | None = None
-    pending = bytearray()
-    uploaded = 0
-    form_bytes = 0
-
-    def write(data: bytes) -> None:
-        assert upload is not None
-        spool.check_room(len(data))
+    sink: _SpoolSink | _StreamSink = (
+        _SpoolSink(spool, form) if receive is None else _StreamSink(receive, spool.limiter, form)
+    )
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        if isinstance(sink, _StreamSink):
+            sink.task_group = tg
         try:
-            upload.write(data)
-        except OSError as e:
-            raise no_space(e) or e from None
-
-    async def flush() -> None:
-        if pending and upload is not None:
-            data = bytes(pending)
-            pending.clear()
-            await anyio.to_thread.run_sync(write, data)
-
-    def finish() -> None:
-        assert upload is not None
-        try:
-            upload.close()
-        except OSError as e:
-            raise no_space(e) or e from None
-
+            await _parse_parts(stream, boundary, form, sink, max_upload_bytes, upload_field)
+            await sink.finish()
+        except Exception as e:  # noqa: BLE001 - kept, raised once the worker has ended
+            sink.abort()
+            error = e
+        except BaseException:
+            sink.abort()
+            raise
+    # Here the worker, if any, has ended.
     try:
-        with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=MAX_PARTS) as parser:
-            segment: MultipartSegment | None = None
-            text = bytearray()
-            async for chunk in _with_eof(stream):
-                if parser.closed:
-                    continue  # an epilogue after the closing boundary
-                for event in parser.parse(chunk):
-                    if isinstance(event, MultipartSegment):
-                        segment = event
-                        if segment.name == upload_field and upload is None:
-                            fd, path = spool.new_file()
-                            form.upload_path = path
-                            upload = os.fdopen(fd, "wb")
-                    elif event:
-                        if segment is None:
-                            continue
-                        if segment.name == upload_field and upload is not None and form.upload_path:
-                            uploaded += len(event)
-                            if uploaded > max_upload_bytes:
-                                raise InputTooLarge(
-                                    f"data_file: the upload exceeds the limit of {max_upload_bytes} bytes"
-                                )
-                            pending.extend(event)
-                            if len(pending) >= WRITE_BATCH:
-                                await flush()
-                        else:
-                            text.extend(event)
-                            form_bytes += len(event)
-                            if len(text) > MAX_FIELD_BYTES or form_bytes > MAX_FORM_BYTES:
-                                raise InputTooLarge(f"{segment.name}: form field too large")
-                    else:
-                        if segment is not None and segment.name != upload_field:
-                            try:
-                                form.add(segment.name, text.decode(segment.charset or "utf-8"))
-                            except (UnicodeDecodeError, LookupError):
-                                raise InvalidJobSpec(f"{segment.name}: not valid UTF-8") from None
-                        text.clear()
-                        segment = None
-        await flush()
-        if upload is not None:
-            await anyio.to_thread.run_sync(finish)
+        if error is not None:
+            raise error
+        await sink.collect()
     except MultipartError as e:
-        _close(upload)
-        form.discard_upload()
+        sink.leftover()
+        await _discard(form)
         raise InvalidJobSpec(f"Invalid multipart/form-data: {e}") from None
     except BaseException:
-        _close(upload)
-        form.discard_upload()
+        sink.leftover()
+        await _discard(form)
         raise
     return form
+
+
+async def _discard(form: FormData) -> None:
+    if form.upload_path is not None or form.received is not None:
+        await anyio.to_thread.run_sync(form.discard_upload)
+
+
+async def _parse_parts(
+    stream: AsyncIterator[bytes],
+    boundary: str,
+    form: FormData,
+    sink: _SpoolSink | _StreamSink,
+    max_upload_bytes: int,
+    upload_field: str,
+) -> None:
+    uploaded = 0
+    form_bytes = 0
+    started = False
+    with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=MAX_PARTS) as parser:
+        segment: MultipartSegment | None = None
+        is_upload = False  # the current segment is the (first) upload part
+        text = bytearray()
+        async for chunk in _with_eof(stream):
+            if parser.closed:
+                continue  # an epilogue after the closing boundary
+            for event in parser.parse(chunk):
+                if isinstance(event, MultipartSegment):
+                    segment = event
+                    is_upload = segment.name == upload_field and not started
+                    if is_upload:
+                        started = True
+                        await sink.start()
+                elif event:
+                    if segment is None:
+                        continue
+                    if segment.name == upload_field:
+                        uploaded += len(event)
+                        if uploaded > max_upload_bytes:
+                            raise InputTooLarge(
+                                f"data_file: the upload exceeds the limit of {max_upload_bytes} bytes"
+                            )
+                        if is_upload:
+                            await sink.send(event)
+                    else:
+                        text.extend(event)
+                        form_bytes += len(event)
+                        if len(text) > MAX_FIELD_BYTES or form_bytes > MAX_FORM_BYTES:
+                            raise InputTooLarge(f"{segment.name}: form field too large")
+                else:
+                    if segment is not None and segment.name != upload_field:
+                        try:
+                            form.add(segment.name, text.decode(segment.charset or "utf-8"))
+                        except (UnicodeDecodeError, LookupError):
+                            raise InvalidJobSpec(f"{segment.name}: not valid UTF-8") from None
+                    elif is_upload:
+                        sink.end()
+                    text.clear()
+                    segment = None
+                    is_upload = False
 
 
 def _close(upload: BinaryIO | None) -> None:

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
+import anyio
 import structlog
 
 from ...domain.errors import ServerBusy, StorageFull
@@ -40,6 +41,14 @@ class UploadSpool:
         self.in_flight = 0
         self.dir: str | None = None
         self._lock_fd: int | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """Worker threads for uploads received as they arrive: one per upload slot."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(1, self.max_uploads))
+        return self._limiter
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:

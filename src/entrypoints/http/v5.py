@@ -20,9 +20,9 @@ from ...domain.model import JobInfo, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from ...domain.services import JobService
 from . import docs
-from .common import Runner, Uploads, bind_job_id, options_handler, read_form
+from .common import Runner, Uploads, bind_job_id, body_chunks, options_handler, read_form
 from .docs import errors
-from .forms import job_spec_from_form
+from .forms import FormData, job_spec_from_form, parse_multipart
 from .schemas import JobCompute, JobData, OutputListingBody, ServerInfoBody, StatusBody, SubmitBody
 
 
@@ -66,6 +66,25 @@ def server_info(jobs: NamedDependency[JobService]) -> ServerInfoBody:
     }
     return msgspec.convert(body, ServerInfoBody)
 
+async def read_job_form(request: Request[Any, Any, Any], uploads: Uploads, jobs: JobService) -> FormData:
+    """A job form; where the storage receives uploads as they arrive (zipfile), the
+    ``data_file`` part is validated and extracted while the body is received (ADR 19),
+    in whatever order the parts come."""
+    content_type, params = request.content_type
+    if content_type != "multipart/form-data" or not jobs.receives_input or not params.get("boundary"):
+        return await read_form(request, uploads.spool, uploads.max_bytes)
+    with uploads.spool.slot():
+        return await parse_multipart(
+            body_chunks(request), params["boundary"], uploads.spool, uploads.max_bytes, receive=jobs.receive_input
+        )
+
+
+def staging_request(form: FormData, input_dirs: tuple[str, ...] | None, output_dir: str | None) -> StagingRequest:
+    return StagingRequest(
+        upload_path=form.upload_path, input_dirs=input_dirs, output_dir=output_dir, received=form.received
+    )
+
+
 async def submit_job(
     request: Request[Any, Any, Any],
     jobs: NamedDependency[JobService],
@@ -73,16 +92,13 @@ async def submit_job(
     uploads: NamedDependency[Uploads],
 ) -> SubmitBody:
     """Stage the job's input and schedule it (pfcon's job descriptors as form fields)."""
-    form = await read_form(request, uploads.spool, uploads.max_bytes)
+    form = await read_job_form(request, uploads, jobs)
     try:
         spec = job_spec_from_form(form)
         bind_job_id(spec.jid)
-        staging = StagingRequest(
-            upload_path=form.upload_path, input_dirs=spec.input_dirs, output_dir=spec.output_dir
-        )
-        result = await runner.run(jobs.submit, spec, staging)
+        result = await runner.run(jobs.submit, spec, staging_request(form, spec.input_dirs, spec.output_dir))
     finally:
-        if form.upload_path is not None:
+        if form.upload_path is not None or form.received is not None:
             await runner.run(form.discard_upload)
     return SubmitBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, ""))
 

@@ -21,13 +21,12 @@ from litestar.response import Response
 
 from ...domain.model import JobInfo, JobKind, StagedData
 from ...domain.opjobs import OpJobService, OpResult
-from ...domain.ports import StagingRequest
 from . import docs
 from .common import Runner, Uploads, bind_job_id, options_handler, read_form
 from .docs import errors
 from .forms import job_spec_from_form, op_job_fields
 from .schemas import OpJobBody, OpJobCompute, OutputListingBody, PluginJobBody, PluginJobData, ServerInfoV6Body
-from .v5 import output_response
+from .v5 import output_response, read_job_form, staging_request
 
 ROUTES = {JobKind.PLUGIN: "pluginjobs", JobKind.COPY: "copyjobs", JobKind.UPLOAD: "uploadjobs", JobKind.DELETE: "deletejobs"}
 
@@ -97,14 +96,13 @@ async def create_plugin_job(
 ) -> PluginJobBody:
     """Schedule the plugin job: on the input its copy job staged (fslink, swift), or on the
     input staged in this request (the zip of zipfile mode, the dirs of filesystem mode)."""
-    form = await read_form(request, uploads.spool, uploads.max_bytes)
+    form = await read_job_form(request, uploads, ops.jobs)
     try:
         spec = job_spec_from_form(form)
         bind_job_id(spec.jid)
-        staging = StagingRequest(upload_path=form.upload_path, input_dirs=spec.input_dirs, output_dir=spec.output_dir)
-        result = await runner.run(ops.plugin, spec, staging)
+        result = await runner.run(ops.plugin, spec, staging_request(form, spec.input_dirs, spec.output_dir))
     finally:
-        if form.upload_path is not None:
+        if form.upload_path is not None or form.received is not None:
             await runner.run(form.discard_upload)
     return PluginJobBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, result.logs))
 
