@@ -2,9 +2,17 @@
 
 Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
 
+  cube        the way CUBE calls (python-pfconclient 3.3.0: a new connection per request) beside
+              keep-alive: status GET of a finished and a running job, tiny POST, each next to its
+              floor in the same run (engine inspect+logs; engine create+start; health/ over a new
+              connection); health/ over one connection; idle server RSS (bench/cube_bench.py)
   post        POST /api/v1/jobs/ latency (tiny zip, zipfile storage) next to the engine's
               own create+start of the same image measured with the docker SDK, interleaved
   status      status GET latency of a finished job on Docker
+  scale       status GET (CUBE pattern) with 10, 100 and 1,100 jobs (1,000 finished, 100 running)
+              on the engine, with the engine floor at each size (bench/cube_bench.py)
+  input       POST time against input size (1..5,000 files of 4 KiB; one file of 1..128 MiB)
+              next to the engine's create+start (bench/cube_bench.py)
   k8s         status GET with 100 live jobs on Kubernetes, and the API-server requests per GET
               (bench/k8s_bench.py; skipped when no cluster answers: scripts/k8s-cluster.sh start)
   slurm       submissions per second of 100 jobs on SLURM next to sbatch alone, and squeue runs
@@ -18,8 +26,10 @@ Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
 
 Options: ``--quick`` (reduced counts, 64 MiB instead of 1 GiB: a smoke check),
 ``--only NAME[,NAME...]`` (run only those sections), ``--json PATH`` (default
-bench/results.json). Results are printed as a table, written as JSON and printed again as
-a Markdown fragment for docs/performance.md.
+bench/results.json), ``--plots DIR`` (where the PNGs of the scale and input curves go;
+default docs/, or a temp directory with ``--quick`` so that smoke runs leave the
+recorded plots alone). Results are printed as a table, written as JSON and printed again
+as a Markdown fragment for docs/performance.md.
 
 Everything talks to 127.0.0.1 only. Every container created is named ``bench-<run>-...``
 and removed in a ``finally`` block; temp files live in one temp directory that is deleted.
@@ -46,7 +56,7 @@ import traceback
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,7 +69,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("post", "status", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "v6")
+SECTIONS = ("cube", "post", "status", "scale", "input", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "v6")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -101,7 +111,7 @@ class Results:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("ms", "MiB", "MB/s", "jobs/s", "containers/s", "s"):
+    if unit in ("ms", "MiB", "MB/s", "jobs/s", "containers/s", "s", "x"):
         digits = 2 if abs(value) < 10 else 1
         return f"{value:.{digits}f} {unit}"
     return f"{value:g} {unit}"
@@ -199,6 +209,8 @@ class Proc:
         r.raise_for_status()
         self.token = str(r.json()["token"])
         self.headers = {"Authorization": f"Bearer {self.token}"}
+        time.sleep(0.5)
+        self.rss_at_start_mib = read_rss_mib(self.pid)
 
     def logs(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -253,6 +265,14 @@ def start_fake(storebase: str, log_path: str, jid: str) -> Proc:
     argv = [sys.executable, os.path.join(BENCH_DIR, "fake_server.py"), "--port", str(port),
             "--storebase", storebase, "--jid", jid]
     return Proc(argv, dict(os.environ), log_path, port)
+
+
+def read_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -365,7 +385,8 @@ class Bench:
             except requests.RequestException:
                 pass
 
-    def engine_create_start(self, name: str, command: list[str], mounts_dir: str) -> None:
+    def engine_create_start(self, name: str, command: list[str], mounts_dir: str,
+                            labels: dict[str, str] | None = None) -> None:
         """What DockerCompute.schedule asks of the engine: create (bind mounts, limits) + start."""
         api = self.docker.api
         inc, out = os.path.join(mounts_dir, "incoming"), os.path.join(mounts_dir, "outgoing")
@@ -376,7 +397,7 @@ class Bench:
             nano_cpus=1000 * 1_000_000, mem_limit=200 * MiB, memswap_limit=200 * MiB,
         )
         api.create_container(image=IMAGE, command=command, name=name, environment=["CHRIS_JID=bench"],
-                             labels={"org.chrisproject.job_type": "bench"}, host_config=host_config,
+                             labels=labels or {"org.chrisproject.job_type": "bench"}, host_config=host_config,
                              detach=True)
         api.start(name)
 
@@ -386,17 +407,45 @@ class Bench:
         os.makedirs(os.path.join(d, "outgoing"), exist_ok=True)
         return d
 
-    def remove_containers(self, names: list[str] | None = None) -> int:
-        """Remove this run's containers (all of them when ``names`` is None)."""
-        removed = 0
-        for c in self.docker.api.containers(all=True, filters={"name": self.prefix}):
+    def remove_containers(self, names: list[str] | None = None, *, prefix: str | None = None,
+                          deadline_s: float = 300) -> int:
+        """Remove this run's containers: those named in ``names``, else those whose name
+        starts with ``prefix`` (default: this run's prefix, so all of them). 8 at a time,
+        for at most ``deadline_s``; what is left then is reported, with the command to remove it."""
+        prefix = prefix or self.prefix
+        wanted = None if names is None else set(names)
+        ids = []
+        for c in self.docker.api.containers(all=True, filters={"name": prefix}):
             name = (c.get("Names") or ["/"])[0].lstrip("/")
-            if name.startswith(self.prefix) and (names is None or name in names):
-                try:
-                    self.docker.api.remove_container(c["Id"], force=True)
-                    removed += 1
-                except docker.errors.NotFound:
-                    pass
+            if name.startswith(prefix) and name.startswith(self.prefix) and (wanted is None or name in wanted):
+                ids.append(c["Id"])
+        if not ids:
+            return 0
+
+        def remove(cid: str) -> int:
+            try:
+                self.docker.api.remove_container(cid, force=True)
+                return 1
+            except docker.errors.NotFound:
+                return 0
+
+        pool = ThreadPoolExecutor(8)
+        try:
+            futures = [pool.submit(remove, cid) for cid in ids]
+            done, pending = wait(futures, timeout=deadline_s)
+            for f in pending:
+                f.cancel()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        removed = 0
+        for f in done:
+            try:
+                removed += f.result()
+            except Exception as e:  # noqa: BLE001 - report, go on removing the others
+                print(f"  could not remove a container: {e}")
+        if pending:
+            print(f"  {len(pending)} container(s) {prefix}* not removed within {deadline_s:.0f} s: "
+                  f"docker ps -aq --filter name={prefix} | xargs -r docker rm -f")
         return removed
 
     # -- section 1: POST latency vs engine create+start -------------------------------------
@@ -485,6 +534,22 @@ class Bench:
         if server_side:
             r.add("status", "  server-side time (middleware) p50", pct(server_side, 50), "ms")
 
+    # -- the way CUBE calls, the curves against jobs present and input size (bench/cube_bench.py)
+    def sec_cube(self) -> None:
+        import cube_bench
+
+        cube_bench.section_cube(self, sys.modules[__name__])
+
+    def sec_scale(self) -> None:
+        import cube_bench
+
+        cube_bench.section_scale(self, sys.modules[__name__])
+
+    def sec_input(self) -> None:
+        import cube_bench
+
+        cube_bench.section_input(self, sys.modules[__name__])
+
     # -- section 2b: status GET on Kubernetes, API-server requests per GET (bench/k8s_bench.py) --
     def sec_k8s(self) -> None:
         import k8s_bench
@@ -549,7 +614,7 @@ class Bench:
         # reference: the engine alone, n create+start from n threads
         names = [f"{self.prefix}engine-conc-{i}" for i in range(n)]
         try:
-            eng_wall, _ = self._burst(n, lambda i: self.engine_create_start(names[i], ["sh", "-c", "true"], mdir))
+            eng_wall, eng_lat = self._burst(n, lambda i: self.engine_create_start(names[i], ["sh", "-c", "true"], mdir))
         finally:
             self.remove_containers(names)
         time.sleep(1)
@@ -567,12 +632,19 @@ class Bench:
         sub_rate = n / sub_wall
         self.results.details["concurrent"] = {
             "n": n, "submit_wall_s": sub_wall, "submit_latency_ms": summary(lat),
-            "all_finished_s": all_done, "engine_wall_s": eng_wall,
+            "all_finished_s": all_done, "engine_wall_s": eng_wall, "engine_latency_ms": summary(eng_lat),
         }
         r = self.results
-        r.add("concurrent", f"engine alone: {n} concurrent create+start", n / eng_wall, "containers/s")
+        eng_rate = n / eng_wall
+        r.add("concurrent", f"engine alone: {n} concurrent create+start", eng_rate, "containers/s")
         r.add("concurrent", f"{n} concurrent POSTs: submission rate", sub_rate, "jobs/s", target=">= 10 jobs/s",
               ok=sub_rate >= 10)
+        r.add("concurrent", f"{n} concurrent POSTs: rate / engine's own rate", sub_rate / eng_rate, "x",
+              target=">= 0.95x", ok=sub_rate >= 0.95 * eng_rate)
+        e50, p50 = pct(eng_lat, 50), pct(lat, 50)
+        r.add("concurrent", "  engine alone: create+start p50 in the burst", e50, "ms")
+        r.add("concurrent", f"{n} concurrent POSTs (pfconclient): p50 in the burst", p50, "ms",
+              target=f"<= engine p50 + 20 ms ({e50 + 20:.0f} ms)", ok=p50 <= e50 + 20)
         r.add("concurrent", "  slowest single POST in the burst", max(lat), "ms")
         r.add("concurrent", f"{n} jobs submitted -> all finished", n / all_done, "jobs/s",
               note=f"{all_done:.2f} s for {n} jobs")
@@ -883,8 +955,31 @@ class Bench:
                 print(f"  ({time.monotonic() - t0:.1f} s; load average {load})")
         finally:
             self.cleanup()
+        self.plots()
         self.report()
         return 1 if self.results.errors else 0
+
+    def plots(self) -> None:
+        """PNGs of the scale and input curves (bench/plots.py), for the sections that ran."""
+        details = self.results.details
+        if not (details.get("scale") or details.get("input")):
+            return
+        directory = self.args.plots or (os.path.join(tempfile.gettempdir(), "pfcon-bench-quick-plots")
+                                        if self.quick else os.path.join(ROOT, "docs"))
+        m = self.results.machine
+        subtitle = (f"{m['nproc']} vCPU, Docker {m['docker_server']}, {self.results.started}"
+                    + (", --quick" if self.quick else ""))
+        try:
+            import plots
+
+            written = plots.write_plots(details, directory, subtitle)
+        except Exception as e:  # noqa: BLE001 - the numbers matter more than the pictures
+            traceback.print_exc()
+            self.results.errors["plots"] = f"{type(e).__name__}: {e}"
+            return
+        details["plots"] = [os.path.relpath(p, ROOT) if p.startswith(ROOT) else p for p in written]
+        for p in written:
+            print(f"plot written: {p}")
 
     def cleanup(self) -> None:
         for proc in (self.pfcon, self.fake):
@@ -1070,6 +1165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="NAME", action="append",
                         help=f"run only this section (repeatable or comma-separated): {', '.join(SECTIONS)}")
     parser.add_argument("--json", default=os.path.join(BENCH_DIR, "results.json"), help="where to write JSON")
+    parser.add_argument("--plots", metavar="DIR", default=None,
+                        help="where to write the PNG curves (default docs/, or a temp dir with --quick)")
     args = parser.parse_args(argv)
     sections = list(SECTIONS)
     if args.only:
