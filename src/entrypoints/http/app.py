@@ -18,6 +18,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 
+from ..._lean import hidden
 from ...bootstrap import Container, wire_up
 from ...domain import errors as E
 from ...domain.services import AuthService, JobService
@@ -149,28 +150,29 @@ def create_app(container: Container) -> Litestar:
         security=docs.SECURITY,
     )
     api = Router(path=API_PREFIX, route_handlers=[health, readiness, auth_token, jobs_router])
-    app = Litestar(
-        route_handlers=[api, docs.static_assets_router()],
-        dependencies={
-            "jobs": Provide(lambda: job_service, sync_to_thread=False),
-            "ops": Provide(lambda: op_service, sync_to_thread=False),
-            "auth": Provide(lambda: auth_service, sync_to_thread=False),
-            "runner": Provide(lambda: runner, sync_to_thread=False),
-            "uploads": Provide(lambda: uploads, sync_to_thread=False),
-        },
-        exception_handlers={
-            ClientDisconnected: disconnect_handler,
-            E.DomainError: domain_error_handler,
-            HTTPException: http_error_handler,
-            Exception: internal_error_handler,
-        },
-        middleware=[request_logging],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
-        request_max_body_size=settings.http.max_body_bytes,
-        openapi_config=docs.openapi_config("pfcon", info.server_version),
-        debug=False,
-    )
+    with hidden(("pydantic", "attrs", "attr")):  # Litestar's plugins for them: our bodies are msgspec structs
+        app = Litestar(
+            route_handlers=[api, docs.static_assets_router()],
+            dependencies={
+                "jobs": Provide(lambda: job_service, sync_to_thread=False),
+                "ops": Provide(lambda: op_service, sync_to_thread=False),
+                "auth": Provide(lambda: auth_service, sync_to_thread=False),
+                "runner": Provide(lambda: runner, sync_to_thread=False),
+                "uploads": Provide(lambda: uploads, sync_to_thread=False),
+            },
+            exception_handlers={
+                ClientDisconnected: disconnect_handler,
+                E.DomainError: domain_error_handler,
+                HTTPException: http_error_handler,
+                Exception: internal_error_handler,
+            },
+            middleware=[request_logging],
+            on_startup=[startup],
+            on_shutdown=[shutdown],
+            request_max_body_size=settings.http.max_body_bytes,
+            openapi_config=docs.openapi_config("pfcon", info.server_version),
+            debug=False,
+        )
     app.state.auth_service = auth_service
     app.state.container = container
     return app
