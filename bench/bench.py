@@ -327,6 +327,7 @@ class Bench:
         self.pfcon: Proc | None = None
         self.fake: Proc | None = None
         self._seq = 0
+        self._servers = 0
         self._lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------
@@ -340,8 +341,25 @@ class Bench:
 
     def server(self) -> Proc:
         if self.pfcon is None:
-            self.pfcon = start_pfcon(self.storebase, os.path.join(self.tmp, "pfcon.log"))
+            self._servers += 1
+            log = "pfcon.log" if self._servers == 1 else f"pfcon-{self._servers}.log"
+            self.pfcon = start_pfcon(self.storebase, os.path.join(self.tmp, log))
         return self.pfcon
+
+    def check_server(self, section: str) -> None:
+        """After a failed section: if the server process is gone, say so with its last log
+        lines (kept in the JSON) and let the next section start a new one."""
+        srv = self.pfcon
+        if srv is None or srv.process.poll() is None:
+            return
+        rc = srv.process.returncode
+        tail = srv.logs()[-4000:]
+        print(f"  the server (pid {srv.pid}) exited with {rc} during [{section}]; its last log lines:\n{tail}",
+              flush=True)
+        self.results.errors[section] = self.results.errors.get(section, "") + f" (server exited with {rc})"
+        self.results.details.setdefault("server_exits", {})[section] = {"returncode": rc, "log_tail": tail}
+        srv.stop()
+        self.pfcon = None
 
     def client(self) -> Client:
         srv = self.server()
@@ -950,6 +968,7 @@ class Bench:
                     self.results.errors[name] = f"{type(e).__name__}: {e}"
                     self.results.add(name, f"{name} section", None, "", note=f"error: {e}")
                     self.results.metrics[-1].verdict = "error"
+                    self.check_server(name)
                 load = [round(x, 2) for x in os.getloadavg()]
                 self.results.details.setdefault("loadavg_after_section", {})[name] = load
                 print(f"  ({time.monotonic() - t0:.1f} s; load average {load})")
@@ -995,7 +1014,7 @@ class Bench:
         except Exception as e:  # noqa: BLE001
             print(f"cleanup: could not list/remove containers: {e}")
         logs = {}
-        for name in ("pfcon.log", "fake.log"):
+        for name in sorted(n for n in os.listdir(self.tmp) if n.endswith(".log")):
             path = os.path.join(self.tmp, name)
             if os.path.exists(path):
                 with open(path, encoding="utf-8", errors="replace") as f:
