@@ -40,7 +40,9 @@ swift:
 
 bench: install engine images swift
 	bash scripts/slurm-cluster.sh start
-	eval "$$(bash scripts/swift-aio.sh env)" && eval "$$(bash scripts/slurm-cluster.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
+	bash scripts/s3-server.sh start
+	eval "$$(bash scripts/swift-aio.sh env)" && eval "$$(bash scripts/s3-server.sh env)" && \
+	eval "$$(bash scripts/slurm-cluster.sh env)" && .venv/bin/python bench/bench.py $(BENCH_ARGS)
 
 image:
 	@bash scripts/build-image.sh

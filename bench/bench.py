@@ -17,6 +17,8 @@ Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
               (bench/k8s_bench.py; skipped when no cluster answers: scripts/k8s-cluster.sh start)
   slurm       submissions per second of 100 jobs on SLURM next to sbatch alone, and squeue runs
               per status GET (bench/slurm_bench.py; skipped without scripts/slurm-cluster.sh start)
+  objectstores  20,000-object staging from Swift and S3 against the store's own parallel GET
+              rate in the same run (bench/objectstore_bench.py; each skipped when not configured)
   e2e         POST -> finishedSuccessfully wall time of a trivial job
   v6          pfcon 6: a copy job of 20,000 files against pfcon 5's in-process staging, and the
               plugin POST latency of /pluginjobs/ against /jobs/ (bench/v6_bench.py)
@@ -69,7 +71,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("cube", "post", "status", "scale", "input", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "v6")
+SECTIONS = ("cube", "post", "status", "scale", "input", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "objectstores", "v6")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -579,6 +581,12 @@ class Bench:
         import slurm_bench
 
         slurm_bench.section(self, sys.modules[__name__])
+
+    # -- object stores: staging against the store's own parallel GET rate (bench/objectstore_bench.py)
+    def sec_objectstores(self) -> None:
+        import objectstore_bench
+
+        objectstore_bench.section(self, sys.modules[__name__])
 
     # -- pfcon 6: copy job vs in-process staging, plugin POST latency (bench/v6_bench.py) ----
     def sec_v6(self) -> None:
