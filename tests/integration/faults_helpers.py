@@ -110,6 +110,39 @@ def spool_dirs(upload_dir: str) -> list[str]:
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(upload_dir, "proc-*")))
 
 
+UPLOAD_AREA_PREFIX = "key-.upload-"  # storeBase/key-.upload-<hex>/: an upload being received (ADR 19)
+STAGING_MARKER = ".staging"
+
+
+def upload_areas(storebase: str) -> list[str]:
+    """The private areas of uploads being received (or left by a dead server) in storeBase."""
+    try:
+        return sorted(n for n in os.listdir(storebase) if n.startswith(UPLOAD_AREA_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def area_stats(storebase: str) -> tuple[int, int]:
+    """(files, bytes) written so far under every upload area of storeBase (the marker
+    excluded); areas may vanish while they are walked."""
+    files = size = 0
+    for area in upload_areas(storebase):
+        for dirpath, _, names in os.walk(os.path.join(storebase, area, "incoming")):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    size += os.lstat(os.path.join(dirpath, name)).st_size
+                    files += 1
+    return files, size
+
+
+def area_bytes(storebase: str) -> int:
+    return area_stats(storebase)[1]
+
+
+def area_files(storebase: str) -> int:
+    return area_stats(storebase)[0]
+
+
 def count_files(root: str) -> int:
     n = 0
     for _, _, files in os.walk(root):
@@ -163,6 +196,18 @@ def make_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
         for name, content in files.items():
             z.writestr(name, content)
     return buf.getvalue()
+
+
+def big_zip(size: int, name: str = "big.bin") -> bytes:
+    """A real archive with one stored member of ``size`` random bytes: its local header
+    carries the sizes, so a server that extracts while receiving writes the member's
+    bytes as they arrive (a stalled or killed upload is really in progress)."""
+    return make_zip({name: os.urandom(size)}, zipfile.ZIP_STORED)
+
+
+def chunked(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
 
 
 def job_fields(job: str, image: str, entrypoint: list[str] | None = None, **extra: Any) -> list[tuple[str, str]]:

@@ -24,13 +24,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import docker.errors
 import pytest
 import requests
 
 from .conftest import TEST_IMAGE, _require
 from .faults_helpers import (
+    STAGING_MARKER,
     Client,
     RawConn,
+    area_bytes,
+    area_files,
+    big_zip,
+    chunked,
     count_files,
     fill,
     free_bytes,
@@ -48,6 +54,7 @@ from .faults_helpers import (
     spool_dirs,
     spool_files,
     tmpfs,
+    upload_areas,
     upload_head,
     wait_for,
 )
@@ -71,7 +78,12 @@ def record(name: str, value: Any) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def figures(docker_client: Any) -> Iterator[None]:
     yield
-    remove_job_containers(docker_client, "flt-")
+    for _ in range(5):  # a container of another test may vanish between list and inspect
+        try:
+            remove_job_containers(docker_client, "flt-")
+            break
+        except docker.errors.NotFound:
+            time.sleep(0.5)
     path = os.environ.get("PFCON_FAULTS_FIGURES")
     if path:
         with open(path, "w", encoding="utf-8") as f:
@@ -191,16 +203,26 @@ def test_slowloris_head_gets_408(hostile: Server) -> None:
     assert any(e.get("event") == "client_timeout" and e.get("phase") == "headers" for e in log_events(hostile))
 
 
-def test_stalled_body_gets_408_and_leaves_nothing(hostile: Server) -> None:
+def _left_nothing(server: Server, job: str, docker_client: Any) -> None:
+    """No upload area, no ``key-<jid>``, no spool file and no container for ``job``."""
+    wait_for(lambda: not upload_areas(server.storebase), 5, "the upload area to be removed")
+    assert f"key-{job}" not in key_dirs(server.storebase)
+    assert spool_files(server.env["UPLOAD_DIR"]) == []
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{job}$"})
+
+
+def test_stalled_body_gets_408_and_leaves_nothing(hostile: Server, docker_client: Any) -> None:
     client = Client(hostile)
-    upload_dir = hostile.env["UPLOAD_DIR"]
-    body = multipart_head(job_fields(jid(), TEST_IMAGE))
+    job = jid()
+    archive = big_zip(8 * MiB)
+    head = multipart_head(job_fields(job, TEST_IMAGE))
     conn = RawConn(port_of(hostile), timeout=10)
     try:
-        conn.send(upload_head(hostile, client.token, len(body) + 1 * MiB))
-        conn.send(body + b"PK\x03\x04")  # then nothing more
+        conn.send(upload_head(hostile, client.token, len(head) + len(archive) + len(multipart_tail())))
+        # a local header and the first MiB of its member, then nothing more
+        assert conn.send(head + archive[:MiB])
         started = time.monotonic()
-        wait_for(lambda: spool_files(upload_dir), 5, "the upload file in the spool")
+        wait_for(lambda: area_bytes(hostile.storebase) > 0, 5, "the member being extracted into a key-.upload-* area")
         r = conn.response(timeout=BODY_TIMEOUT + SLACK)
         elapsed = time.monotonic() - started
     finally:
@@ -210,25 +232,24 @@ def test_stalled_body_gets_408_and_leaves_nothing(hostile: Server) -> None:
     if r.status is not None:
         assert r.status == 408 and "stalled" in r.json()["message"]
     assert elapsed < BODY_TIMEOUT + SLACK
-    wait_for(lambda: not spool_files(upload_dir), 5, "the spool to be emptied")
+    _left_nothing(hostile, job, docker_client)
     assert any(e.get("event") == "client_timeout" and e.get("phase") == "body" for e in log_events(hostile))
     _no_errors_logged(hostile)
 
 
-def test_client_disconnect_mid_upload_is_logged_and_cleaned(hostile: Server) -> None:
+def test_client_disconnect_mid_upload_is_logged_and_cleaned(hostile: Server, docker_client: Any) -> None:
     client = Client(hostile)
-    upload_dir = hostile.env["UPLOAD_DIR"]
-    head = multipart_head(job_fields(jid(), TEST_IMAGE))
+    job = jid()
+    archive = big_zip(32 * MiB)
+    head = multipart_head(job_fields(job, TEST_IMAGE))
     conn = RawConn(port_of(hostile), timeout=10)
     try:
-        conn.send(upload_head(hostile, client.token, len(head) + 32 * MiB + len(multipart_tail())))
+        conn.send(upload_head(hostile, client.token, len(head) + len(archive) + len(multipart_tail())))
         conn.send(head)
-        for _ in range(8):
-            assert conn.send(os.urandom(MiB))
-        # at least one 4 MiB batch is on disk: the upload is really under way
-        wait_for(
-            lambda: any(os.path.getsize(p) > 0 for p in spool_files(upload_dir)), 10, "the upload to reach the spool"
-        )
+        assert conn.send_chunks(chunked(archive[: 8 * MiB], MiB), pause=0.02)
+        # at least a MiB of the member is on disk: the upload is really under way
+        wait_for(lambda: area_bytes(hostile.storebase) >= MiB, 10, "the member to reach the upload area")
+        assert f"key-{job}" not in key_dirs(hostile.storebase)
     finally:
         conn.close()  # gone mid-upload
     wait_for(
@@ -238,43 +259,55 @@ def test_client_disconnect_mid_upload_is_logged_and_cleaned(hostile: Server) -> 
     )
     events = [e for e in log_events(hostile) if e.get("event") == "client_disconnected"]
     assert all(e["level"] == "info" for e in events), events
-    wait_for(lambda: not spool_files(upload_dir), 5, "the spool to be emptied")
+    _left_nothing(hostile, job, docker_client)
     _no_errors_logged(hostile)
     assert requests.get(f"{hostile.api}health/", timeout=10).status_code == 200
 
 
-def test_uploads_in_flight_are_bounded(hostile: Server) -> None:
+def test_uploads_in_flight_are_bounded(hostile: Server, docker_client: Any) -> None:
     """MAX_UPLOADS=2: a third upload while two are being received is 503; then room again."""
     client = Client(hostile)
-    upload_dir = hostile.env["UPLOAD_DIR"]
+    archive = big_zip(16 * MiB)
     held: list[RawConn] = []
+    offsets: list[int] = []
     stop = threading.Event()
 
-    def trickle() -> None:  # keeps the held uploads alive (BODY_TIMEOUT)
+    def trickle() -> None:  # keeps the held uploads alive (BODY_TIMEOUT): the next KiB of the member
         while not stop.wait(0.3):
-            for c in held:
-                c.send(b"\0")
+            for i, c in enumerate(held):
+                if c.send(archive[offsets[i] : offsets[i] + 1024]):
+                    offsets[i] += 1024
 
     ticker = threading.Thread(target=trickle, daemon=True)
+    refused = jid()
     try:
         for _ in range(2):
             head = multipart_head(job_fields(jid(), TEST_IMAGE))
             c = RawConn(port_of(hostile), timeout=10)
-            c.send(upload_head(hostile, client.token, len(head) + 16 * MiB))
-            c.send(head + b"PK")
+            c.send(upload_head(hostile, client.token, len(head) + len(archive) + len(multipart_tail())))
+            c.send(head + archive[: 64 * 1024])
             held.append(c)
-        wait_for(lambda: len(spool_files(upload_dir)) == 2, 10, "two uploads in flight")
+            offsets.append(64 * 1024)
+        wait_for(lambda: len(upload_areas(hostile.storebase)) == 2, 10, "two uploads in flight")
+        wait_for(lambda: area_bytes(hostile.storebase) > 0, 10, "the held uploads' members to reach their areas")
+        areas = upload_areas(hostile.storebase)
         ticker.start()
-        r = client.submit(job_fields(jid(), TEST_IMAGE), make_zip({"x.txt": b"x"}), timeout=30)
+        r = client.submit(job_fields(refused, TEST_IMAGE), make_zip({"x.txt": b"x"}), timeout=30)
         assert r.status_code == 503, r.text
         assert "MAX_UPLOADS" in r.json()["message"]
+        # the refused upload left nothing; the two held ones are still being received
+        assert upload_areas(hostile.storebase) == areas
+        assert f"key-{refused}" not in key_dirs(hostile.storebase)
+        assert not any(c.broken for c in held)
     finally:
         stop.set()
         if ticker.is_alive():
             ticker.join(5)
         for c in held:
             c.close()
-    wait_for(lambda: not spool_files(upload_dir), 10, "the held uploads to be dropped")
+    wait_for(lambda: not upload_areas(hostile.storebase), 10, "the held uploads to be dropped")
+    assert spool_files(hostile.env["UPLOAD_DIR"]) == []
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{refused}$"})
     job = jid()
     # the slots are released as the server notices the disconnects
     r = wait_for(
@@ -293,53 +326,73 @@ def test_uploads_in_flight_are_bounded(hostile: Server) -> None:
 # -- SIGKILL and restart ------------------------------------------------------------------
 
 
-def _restart_checks(old: Server, tmp: Any, job: str) -> Server:
+def _dead_areas(server: Server, job: str) -> list[str]:
+    """After a SIGKILL mid-upload: the partial upload area is still there, its staging
+    marker left behind (nobody holds it now); ``key-<jid>`` was never claimed."""
+    areas = upload_areas(server.storebase)
+    assert len(areas) == 1, areas
+    assert os.path.exists(os.path.join(server.storebase, areas[0], STAGING_MARKER))
+    assert f"key-{job}" not in key_dirs(server.storebase)
+    return areas
+
+
+def _restart_checks(old: Server, tmp: Any, job: str, areas: list[str]) -> Server:
     """A new server on the same storeBase and spool: nothing of the dead one is left."""
     upload_dir = old.env["UPLOAD_DIR"]
+    # the dead server's spool dir is still there...
+    assert spool_dirs(upload_dir) == [d for d in spool_dirs(upload_dir) if d.startswith(f"proc-{old.process.pid}-")]
+    assert len(spool_dirs(upload_dir)) == 1
     started = time.monotonic()
     new = _start(tmp, "restarted", storebase=old.storebase, UPLOAD_DIR=upload_dir)
     record_key = "restart.seconds_to_healthy"
     FIGURES[record_key] = max(FIGURES.get(record_key, 0), round(time.monotonic() - started, 3))
+    # ...until a new server starts: it sweeps the spool and the partial upload area
     assert spool_dirs(upload_dir) == [d for d in spool_dirs(upload_dir) if d.startswith(f"proc-{new.process.pid}-")]
     assert len(spool_dirs(upload_dir)) == 1
     assert spool_files(upload_dir) == []
+    assert upload_areas(new.storebase) == []
     assert f"key-{job}" not in key_dirs(new.storebase)
+    swept = [e for e in log_events(new) if e.get("event") == "stale_staging_removed"]
+    assert swept, new.logs()[-2000:]
+    assert {a[len("key-") :] for a in areas} <= {j for e in swept for j in e.get("job_ids", [])}, swept
     return new
+
+
+def _same_job_id_again(new: Server, job: str) -> None:
+    client = Client(new)
+    r = client.submit(job_fields(job, TEST_IMAGE), make_zip({"x.txt": b"x"}))
+    assert r.status_code == 201, r.text
+    client.wait_terminal(job)
+    assert client.delete(job).status_code == 204
+    assert key_dirs(new.storebase) == []
+    _no_errors_logged(new)
 
 
 def test_sigkill_during_upload_then_restart(docker_client: Any, tmp_path: Any) -> None:
     server = _start(tmp_path, "killed-upload")
-    upload_dir = server.env["UPLOAD_DIR"]
     new: Server | None = None
     job = jid()
+    archive = big_zip(64 * MiB)
     try:
         client = Client(server)
         head = multipart_head(job_fields(job, TEST_IMAGE))
         conn = RawConn(port_of(server), timeout=10)
         try:
-            conn.send(upload_head(server, client.token, len(head) + 64 * MiB + len(multipart_tail())))
+            conn.send(upload_head(server, client.token, len(head) + len(archive) + len(multipart_tail())))
             conn.send(head)
-            for _ in range(12):
-                assert conn.send(os.urandom(MiB))
-            wait_for(
-                lambda: any(os.path.getsize(p) >= 4 * MiB for p in spool_files(upload_dir)),
-                10,
-                "the upload to reach the spool",
-            )
+            assert conn.send_chunks(chunked(archive[: 12 * MiB], MiB), pause=0.02)
+            wait_for(lambda: area_bytes(server.storebase) >= 4 * MiB, 10, "the member to reach the upload area")
             sigkill(server)
         finally:
             conn.close()
-        # the dead server's spool dir and partial upload are still there...
-        assert spool_dirs(upload_dir) == [d for d in spool_dirs(upload_dir) if d.startswith(f"proc-{server.process.pid}-")]
-        assert spool_files(upload_dir)
+        # the dead server's partial upload is still there...
+        areas = _dead_areas(server, job)
+        written = area_bytes(server.storebase)
+        record("kill_upload.bytes_extracted_at_kill", written)
+        assert 4 * MiB <= written < 64 * MiB
         # ...until a new server starts
-        new = _restart_checks(server, tmp_path, job)
-        client = Client(new)
-        r = client.submit(job_fields(job, TEST_IMAGE), make_zip({"x.txt": b"x"}))
-        assert r.status_code == 201, r.text
-        client.wait_terminal(job)
-        assert client.delete(job).status_code == 204
-        _no_errors_logged(new)
+        new = _restart_checks(server, tmp_path, job, areas)
+        _same_job_id_again(new, job)
     finally:
         if server.process.poll() is None:
             server.stop()
@@ -361,34 +414,25 @@ def test_sigkill_during_extraction_then_restart(docker_client: Any, tmp_path: An
         except requests.RequestException as e:
             outcome["error"] = repr(e)
 
-    incoming = os.path.join(server.storebase, f"key-{job}", "incoming")
-
     def extracting() -> bool:
         if "response" in outcome:
             raise AssertionError(f"the submission ended before it could be killed: {outcome['response']}")
-        return os.path.isdir(incoming) and count_files(incoming) >= 50
+        return area_files(server.storebase) >= 50
 
     thread = threading.Thread(target=submit, daemon=True)
     try:
         thread.start()
-        wait_for(extracting, 60, f"extraction into {incoming}", interval=0.01)
+        wait_for(extracting, 60, "extraction into a key-.upload-* area", interval=0.01)
         sigkill(server)
         thread.join(30)
         assert "error" in outcome, outcome  # the client saw the connection die
-        files_at_kill = count_files(incoming)
+        areas = _dead_areas(server, job)
+        files_at_kill = area_files(server.storebase)
         record("kill_extraction.files_extracted_at_kill", files_at_kill)
-        assert files_at_kill < 40_000
-        assert os.path.exists(os.path.join(server.storebase, f"key-{job}", ".staging"))
+        assert 50 <= files_at_kill < 40_000
 
-        new = _restart_checks(server, tmp_path, job)
-        assert any(e.get("event") == "stale_staging_removed" for e in log_events(new)), new.logs()[-2000:]
-        client = Client(new)
-        r = client.submit(job_fields(job, TEST_IMAGE), make_zip({"x.txt": b"x"}))
-        assert r.status_code == 201, r.text
-        client.wait_terminal(job)
-        assert client.delete(job).status_code == 204
-        assert key_dirs(new.storebase) == []
-        _no_errors_logged(new)
+        new = _restart_checks(server, tmp_path, job, areas)
+        _same_job_id_again(new, job)
     finally:
         if server.process.poll() is None:
             server.stop()
@@ -403,6 +447,7 @@ def _assert_full_and_clean(r: requests.Response, server: Server, job: str) -> No
     assert r.status_code == 507, r.text
     assert r.json()["message"]
     assert f"key-{job}" not in key_dirs(server.storebase)
+    assert upload_areas(server.storebase) == []
     wait_for(lambda: not spool_files(server.env["UPLOAD_DIR"]), 5, "the spool to be emptied")
 
 
@@ -447,19 +492,82 @@ def test_storebase_on_full_tmpfs_is_507_and_recovers(docker_client: Any, tmp_pat
             server.stop()
 
 
-def test_upload_spool_on_full_tmpfs_is_507_and_recovers(docker_client: Any, tmp_path: Any) -> None:
-    spool = str(tmp_path / "spool")
-    with tmpfs(spool, "16m"):
-        server = _start(tmp_path, "full-spool", UPLOAD_DIR=spool, STOREBASE_RESERVE_BYTES="0")
+def test_storebase_fills_during_streaming_upload_is_507_and_recovers(docker_client: Any, tmp_path: Any) -> None:
+    """The upload is extracted into storeBase while it arrives (ADR 19): storeBase fills
+    up while the member is being received; the rest of the body is dropped, the answer is
+    507 and the partial upload area is gone; with room again the same upload succeeds."""
+    storebase = str(tmp_path / "storeBase")
+    with tmpfs(storebase, "64m"):
+        server = _start(tmp_path, "fills-mid-upload", storebase=storebase, STOREBASE_RESERVE_BYTES="0")
         try:
             client = Client(server)
             job = jid()
+            archive = big_zip(24 * MiB)  # fits when it starts: its header passes the free-space check
+            head = multipart_head(job_fields(job, TEST_IMAGE))
+            tail = multipart_tail()
+            conn = RawConn(port_of(server), timeout=10)
+            try:
+                conn.send(upload_head(server, client.token, len(head) + len(archive) + len(tail)))
+                conn.send(head)
+                assert conn.send_chunks(chunked(archive[: 4 * MiB], MiB), pause=0.02)
+                wait_for(lambda: area_bytes(storebase) >= 3 * MiB, 10, "the member to reach the upload area")
+                filler = fill(storebase, 256 * 1024)  # someone else fills storeBase meanwhile
+                free_when_full = free_bytes(storebase)
+                started = time.monotonic()
+                conn.send_chunks(chunked(archive[4 * MiB :] + tail, MiB), pause=0.01)  # stops if answered early
+                r = conn.response(timeout=30)
+            finally:
+                conn.close()
+            record("storebase_fills_mid_upload.seconds_to_507", time.monotonic() - started)
+            assert r.status == 507, (r.status, r.body[:500])
+            assert r.json()["message"]
+            assert f"key-{job}" not in key_dirs(storebase)
+            wait_for(lambda: not upload_areas(storebase), 5, "the partial upload area to be removed")
+            assert free_bytes(storebase) >= free_when_full + 3 * MiB  # its bytes were given back
+            assert spool_files(server.env["UPLOAD_DIR"]) == []
+            assert not docker_client.containers.list(all=True, filters={"name": f"^{job}$"})
+
+            # room again: the same server accepts the same upload, under the same job id
+            os.unlink(filler)
+            r2 = client.submit(job_fields(job, TEST_IMAGE), archive)
+            assert r2.status_code == 201, r2.text
+            assert r2.json()["data"]["nfiles"] == 1
+            client.wait_terminal(job)
+            assert client.delete(job).status_code == 204
+            assert key_dirs(storebase) == []
+            _no_errors_logged(server)
+        finally:
+            server.stop()
+
+
+def test_upload_spool_on_full_tmpfs_is_507_and_recovers(docker_client: Any, tmp_path: Any) -> None:
+    """The spool still receives the ``data_file`` of in-network modes (ADR 19: spooled and
+    ignored there): a spool on a full tmpfs is 507, then room again."""
+    spool = str(tmp_path / "spool")
+    with tmpfs(spool, "16m"):
+        server = _start(
+            tmp_path,
+            "full-spool",
+            UPLOAD_DIR=spool,
+            STOREBASE_RESERVE_BYTES="0",
+            PFCON_INNETWORK="true",
+            STORAGE_ENV="filesystem",
+        )
+        try:
+            client = Client(server)
+            inp, out = "home/cube/feeds/feed_1/pl-dircopy_1/data", "home/cube/feeds/feed_1/pl-app_2/data"
+            os.makedirs(os.path.join(server.storebase, inp))
+            os.makedirs(os.path.join(server.storebase, out))
+            with open(os.path.join(server.storebase, inp, "x.txt"), "wb") as f:
+                f.write(b"x")
+            job = jid()
+            fields = job_fields(job, TEST_IMAGE, input_dirs=inp, output_dir=out)
             started = time.monotonic()
-            r = client.submit(job_fields(job, TEST_IMAGE), make_zip({"big.bin": os.urandom(24 * MiB)}, zipfile.ZIP_STORED))
+            r = client.submit(fields, make_zip({"big.bin": os.urandom(24 * MiB)}, zipfile.ZIP_STORED))
             record("spool_full.seconds_to_507", time.monotonic() - started)
             _assert_full_and_clean(r, server, job)
             assert free_bytes(spool) > 15 * MiB
-            r = client.submit(job_fields(job, TEST_IMAGE), make_zip({"small.bin": os.urandom(4 * MiB)}, zipfile.ZIP_STORED))
+            r = client.submit(fields, make_zip({"small.bin": os.urandom(4 * MiB)}, zipfile.ZIP_STORED))
             assert r.status_code == 201, r.text
             client.wait_terminal(job)
             assert client.delete(job).status_code == 204
