@@ -63,7 +63,8 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
         except Exception as e:  # noqa: BLE001 - any failure here is a deployment problem
             variable = "VOLUME_NAME" if c.volume_name else "PFCON_SELECTOR"
             raise ConfigError(variable, f"cannot find storeBase (COMPUTE_VOLUME_TYPE=docker_local_volume): {e}") from None
-    return DockerCompute(
+    podman = _engine_name(settings) == "Podman service"
+    compute = DockerCompute(
         client,
         DockerOptions(
             storebase=storebase,
@@ -76,9 +77,14 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             network=settings.compute.job_network,
             op_network=settings.opjobs.network,
             engine_name=_engine_name(settings),
-            capabilities=_podman_capabilities(entry) if _engine_name(settings) == "Podman service" else entry.capabilities,
+            capabilities=_podman_capabilities(entry) if podman else entry.capabilities,
+            # status from the engine's event stream (docs/adr/0018-docker-status-view.md)
+            status_view=True,
         ),
     )
+    if compute.view is not None:
+        compute.view.wait_current(5)  # start with a current view (until then, status reads inspect)
+    return compute
 
 
 def swarm_compute(settings: Settings, entry: SchedulerEntry) -> Any:

@@ -15,6 +15,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from .docker_view import EXITED, RUNNING, ContainerView, Final
 from .options import ContainerUser
 from ...domain.errors import (
     BackendUnavailable,
@@ -84,6 +85,10 @@ class DockerOptions:
     network: str | None = None  # JOB_NETWORK: plugin jobs
     op_network: str | None = None  # PFCON_OP_NETWORK: op jobs (copy, upload, delete) reach the store
     engine_name: str = "Docker engine"  # how errors name the backend ("Podman service", ...)
+    # Answer status from a view fed by the engine's event stream, and remember finished
+    # jobs (docs/adr/0018-docker-status-view.md); off: every status request inspects.
+    status_view: bool = False
+    view_resync_seconds: float = 60.0
     capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
 
@@ -116,11 +121,25 @@ def _is_gpu_error(error: docker.errors.APIError) -> bool:
 class DockerCompute:
     """Runs each job as one container named after the job id."""
 
-    def __init__(self, client: docker.DockerClient, options: DockerOptions) -> None:
+    def __init__(self, client: docker.DockerClient, options: DockerOptions, *, start: bool = True) -> None:
         self.client = client
         self.api = client.api
         self.options = options
         self.capabilities = options.capabilities
+        self.view: ContainerView | None = None
+        if options.status_view:
+            self.view = ContainerView(self.api, self.selector, resync_seconds=options.view_resync_seconds)
+            if start:
+                self.view.start()
+
+    @property
+    def selector(self) -> tuple[str, ...]:
+        """The labels every job container of this adapter carries (the view's filter)."""
+        return (JOB_TYPE_LABEL, *(f"{k}={v}" for k, v in self.options.labels))
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
 
     # -- schedule ---------------------------------------------------------
     def _host_config(self, job: ContainerJob) -> dict[str, Any]:
@@ -210,6 +229,9 @@ class DockerCompute:
         if group_add:
             host_config_kwargs["group_add"] = group_add
         labels = {**dict(self.options.labels), **job.labels}
+        if self.view is not None:
+            self.view.forget(job.name)  # what it knew belongs to an earlier container of this name
+
         def create() -> None:
             self.api.create_container(
                 image=job.image,
@@ -277,6 +299,8 @@ class DockerCompute:
     def _discard(self, name: str) -> None:
         with contextlib.suppress(*ENGINE_ERRORS):
             self.api.remove_container(name, force=True)
+        if self.view is not None:
+            self.view.forget(name)
 
     # -- observe ----------------------------------------------------------
     def _inspect(self, name: str) -> dict[str, Any]:
@@ -295,26 +319,63 @@ class DockerCompute:
             except ENGINE_ERRORS as e:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
 
-    def info(self, name: str) -> JobInfo:
-        return job_info_from_inspect(name, self._inspect(name))
+    def _observe(self, name: str) -> tuple[dict[str, Any], JobInfo]:
+        """Inspect ``name``, and tell the view what the engine showed."""
+        attrs = self._inspect(name)
+        info = job_info_from_inspect(name, attrs)
+        if self.view is not None:
+            self.view.observe(name, attrs, info)
+        return attrs, info
 
-    def state(self, name: str, log_tail: int) -> JobState:
-        info = self.info(name)
+    def info(self, name: str) -> JobInfo:
+        record = self.view.get(name) if self.view is not None else None
+        if record is not None:
+            if record.final is not None:
+                return record.final.info
+            if record.phase == RUNNING and record.running is not None:
+                return record.running
+        return self._observe(name)[1]
+
+    def _logs(self, name: str, log_tail: int) -> str:
         try:
             raw = self.api.logs(name, stdout=True, stderr=True, tail=log_tail)
         except docker.errors.NotFound as e:
             raise JobNotFound(name, str(e)) from None
         except ENGINE_ERRORS as e:
             raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
-        return JobState(info, decode_logs(raw))
+        return decode_logs(raw)
+
+    def state(self, name: str, log_tail: int) -> JobState:
+        view = self.view
+        record = view.get(name) if view is not None else None
+        if record is not None:
+            # the view is current: a finished job costs nothing, a running one its logs
+            if record.final is not None:
+                logs = record.final.logs_for(log_tail)
+                if logs is not None:
+                    return JobState(record.final.info, logs)
+            elif record.phase == RUNNING and record.running is not None:
+                return JobState(record.running, self._logs(name, log_tail))
+        attrs, info = self._observe(name)
+        logs = self._logs(name, log_tail)
+        if view is not None and (attrs.get("State") or {}).get("Status") in ("exited", "dead"):
+            # exited before the logs were read: they are final (not Podman's transient "stopped")
+            record = view.get(name)
+            if record is not None and record.id == attrs.get("Id") and record.phase == EXITED:
+                view.keep_final(name, record.id, Final(info, log_tail, logs))
+        return JobState(info, logs)
 
     def remove(self, name: str) -> None:
         try:
             self.api.remove_container(name, force=True)
         except docker.errors.NotFound as e:
+            if self.view is not None:
+                self.view.forget(name, destroyed=True)
             raise JobNotFound(name, str(e)) from None
         except ENGINE_ERRORS as e:
             raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+        if self.view is not None:
+            self.view.forget(name, destroyed=True)
 
 
 def discover_storebase(
