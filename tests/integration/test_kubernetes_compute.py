@@ -255,8 +255,17 @@ def test_ignore_limits(cluster: Cluster) -> None:
 
 
 def wait_message(compute: KubernetesCompute, name: str, text: str, timeout: float = 90) -> Any:
-    wait_for(lambda: text in compute.info(name).message, timeout, 0.2)
-    return compute.info(name)
+    """The job's info once its message says ``text`` (that very info: a pending pod's
+    condition can be rewritten by the scheduler's next attempt)."""
+    seen: list[Any] = []
+
+    def says() -> bool:
+        info = compute.info(name)
+        seen.append(info)
+        return text in info.message
+
+    wait_for(says, timeout, 0.2)
+    return seen[-1]
 
 
 def test_unschedulable_is_not_started_with_the_reason(cluster: Cluster) -> None:

@@ -211,3 +211,39 @@ def test_a_plugin_gets_the_op_jobs_group(container_user: str | None, user: str |
     plugin, op = api.created
     assert (plugin["user"], plugin["host_config"].get("group_add")) == (user, group_add)
     assert (op["user"], op["host_config"].get("group_add")) == ("10001:10001", None)  # an op job: its own user only
+
+
+def test_remove_retries_an_engine_that_fails_to_stop_an_exiting_container() -> None:
+    """Podman 4.3: a forced removal racing the process's exit answers 500 once."""
+    import docker.errors
+    import requests
+
+    from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
+    from pfcon.domain.errors import BackendUnavailable
+
+    class Api:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def remove_container(self, name: str, force: bool) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                response = requests.models.Response()
+                response.status_code, response.url, response.reason = 500, "http://engine/containers/j", "Internal Server Error"
+                raise docker.errors.APIError("could not be stopped", response=response)
+
+    class Client:
+        def __init__(self, api: Api) -> None:
+            self.api = api
+
+    ok = Api(failures=2)
+    DockerCompute(Client(ok), DockerOptions(storebase="/s", status_view=False)).remove("j")  # type: ignore[arg-type]
+    assert ok.calls == 3
+    down = Api(failures=10)
+    try:
+        DockerCompute(Client(down), DockerOptions(storebase="/s", status_view=False)).remove("j")  # type: ignore[arg-type]
+    except BackendUnavailable:
+        pass
+    else:
+        raise AssertionError("a lasting 5xx is the engine being unavailable")
+    assert down.calls == 4

@@ -30,6 +30,7 @@ from ...domain.model import JOB_TYPE_LABEL, ComputeCapabilities, ContainerJob, J
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
 # the HTTP client's (a refused or dropped connection is not a DockerException).
+REMOVE_ATTEMPTS = 4  # a removal the engine fails with a 5xx is retried (0.1, 0.2, 0.4 s apart)
 ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -366,14 +367,23 @@ class DockerCompute:
         return JobState(info, logs)
 
     def remove(self, name: str) -> None:
-        try:
-            self.api.remove_container(name, force=True)
-        except docker.errors.NotFound as e:
-            if self.view is not None:
-                self.view.forget(name, destroyed=True)
-            raise JobNotFound(name, str(e)) from None
-        except ENGINE_ERRORS as e:
-            raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+        for attempt in range(REMOVE_ATTEMPTS):
+            try:
+                self.api.remove_container(name, force=True)
+                break
+            except docker.errors.NotFound as e:
+                if self.view is not None:
+                    self.view.forget(name, destroyed=True)
+                raise JobNotFound(name, str(e)) from None
+            except docker.errors.APIError as e:
+                # Podman 4.3 answers 500 "could not be stopped: sending SIGKILL …" when the
+                # container's process exits at that very moment: the next try removes it.
+                if e.status_code is not None and e.status_code >= 500 and attempt + 1 < REMOVE_ATTEMPTS:
+                    time.sleep(0.1 * 2**attempt)
+                    continue
+                raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+            except ENGINE_ERRORS as e:
+                raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
         if self.view is not None:
             self.view.forget(name, destroyed=True)
 
