@@ -29,7 +29,11 @@ def _docker_client(settings: Settings) -> Any:
     d = settings.docker
     environment = {
         name: value
-        for name, value in (("DOCKER_HOST", d.host), ("DOCKER_TLS_VERIFY", d.tls_verify), ("DOCKER_CERT_PATH", d.cert_path))
+        for name, value in (
+            ("DOCKER_HOST", d.host),
+            ("DOCKER_TLS_VERIFY", d.tls_verify),
+            ("DOCKER_CERT_PATH", d.cert_path),
+        )
         if value
     }
     try:
@@ -62,7 +66,9 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             storebase = discover_storebase(client, c.volume_name, c.pfcon_selector, settings.storage.storebase_mount)
         except Exception as e:  # noqa: BLE001 - any failure here is a deployment problem
             variable = "VOLUME_NAME" if c.volume_name else "PFCON_SELECTOR"
-            raise ConfigError(variable, f"cannot find storeBase (COMPUTE_VOLUME_TYPE=docker_local_volume): {e}") from None
+            raise ConfigError(
+                variable, f"cannot find storeBase (COMPUTE_VOLUME_TYPE=docker_local_volume): {e}"
+            ) from None
     podman = _engine_name(settings) == "Podman service"
     compute = DockerCompute(
         client,
@@ -385,6 +391,7 @@ def job_options(settings: Settings) -> JobOptions:
         log_tail=settings.compute.job_logs_tail,
         extra_env=("HOME=/tmp",) if settings.compute.enable_home_workaround else (),
         remove_jobs=settings.compute.remove_jobs,
+        instance=settings.compute.instance,
     )
 
 
@@ -453,7 +460,12 @@ def store_env(settings: Settings) -> tuple[str, ...]:
 
 
 def op_job_options(settings: Settings) -> OpJobOptions:
-    return OpJobOptions(image=settings.opjobs.image, run_as=op_user(settings), store_env=store_env(settings))
+    return OpJobOptions(
+        image=settings.opjobs.image,
+        run_as=op_user(settings),
+        store_env=store_env(settings),
+        instance=settings.compute.instance,
+    )
 
 
 def _job_area(settings: Settings, storebase: Any, storage: Any) -> Any:

@@ -145,6 +145,12 @@ class ComputeSettings(_Section, frozen=True, kw_only=True):
     remove_jobs: bool = _env("REMOVE_JOBS", True)
     pull_images: bool = _env("PULL_IMAGES", False)
     job_network: str | None = _env("JOB_NETWORK", None)
+    # The value of the org.chrisproject.pfcon.instance label on every job this server
+    # creates; an operator's listing selects by it. Servers sharing a scheduler need
+    # distinct values.
+    instance: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = _env(
+        "PFCON_INSTANCE", "pfcon"
+    )
     # SLURM (optional) and Cromwell (required): a job's wall-clock limit, in minutes.
     time_limit_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = _env("TIMELIMIT_MINUTES", None)
 
@@ -239,7 +245,9 @@ def _sbatch_options(text: str) -> tuple[str, ...]:
         if not option.startswith("-"):
             raise ValueError(f"{option!r} is not an option (each must start with '-', e.g. --constraint=avx2)")
         flag = option.split("=", 1)[0]
-        if flag in _OWN_SBATCH_OPTIONS or (len(flag) > 2 and not flag.startswith("--") and flag[:2] in _OWN_SBATCH_OPTIONS):
+        if flag in _OWN_SBATCH_OPTIONS or (
+            len(flag) > 2 and not flag.startswith("--") and flag[:2] in _OWN_SBATCH_OPTIONS
+        ):
             raise ValueError(f"{flag} is set by the server for every job and cannot be overridden")
     return options
 
@@ -440,9 +448,7 @@ def _validate_storage(s: Settings) -> str:
         if innetwork and storage_env in registry.PLANNED_STORAGE:
             raise ConfigError("STORAGE_ENV", f"{storage_env!r} storage is not available in this build yet")
         where = "with PFCON_INNETWORK=true" if innetwork else "unless PFCON_INNETWORK=true"
-        raise ConfigError(
-            "STORAGE_ENV", f"unsupported value {storage_env!r} {where}; allowed: {', '.join(allowed)}"
-        )
+        raise ConfigError("STORAGE_ENV", f"unsupported value {storage_env!r} {where}; allowed: {', '.join(allowed)}")
     return storage_env
 
 
@@ -469,7 +475,9 @@ def _validate_compute(s: Settings) -> None:
     elif storebase:
         raise ConfigError("STOREBASE", f"is only valid with COMPUTE_VOLUME_TYPE=host, not {volume_type}")
     if volume_type == "kubernetes_pvc" and not volume_name:
-        raise ConfigError("VOLUME_NAME", "is required when COMPUTE_VOLUME_TYPE=kubernetes_pvc (the PVC holding storeBase)")
+        raise ConfigError(
+            "VOLUME_NAME", "is required when COMPUTE_VOLUME_TYPE=kubernetes_pvc (the PVC holding storeBase)"
+        )
     if s.container_env == "kubernetes":
         try:
             _labels(s.kubernetes.node_selector)

@@ -49,8 +49,16 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
         factory="docker_compute",
         volume_types=("docker_local_volume", "host"),
         settings=(
-            "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "STOREBASE", "VOLUME_NAME",
-            "PFCON_SELECTOR", "PULL_IMAGES", "JOB_NETWORK", "PFCON_OP_NETWORK", *_JOB_SETTINGS,
+            "DOCKER_HOST",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+            "STOREBASE",
+            "VOLUME_NAME",
+            "PFCON_SELECTOR",
+            "PULL_IMAGES",
+            "JOB_NETWORK",
+            "PFCON_OP_NETWORK",
+            *_JOB_SETTINGS,
         ),
         capabilities=ComputeCapabilities(
             max_workers=1, checks_image_at_submit=True, unique_names=True, gpus=True, hard_memory_limit=True
@@ -73,9 +81,16 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
         factory="kubernetes_compute",
         volume_types=("kubernetes_pvc",),  # VOLUME_NAME: the PVC holding storeBase, mounted with subPaths
         settings=(
-            "VOLUME_NAME", "JOB_NAMESPACE", "NODE_SELECTOR", "IMAGE_PULL_SECRETS", "KUBECONFIG",
-            "KUBERNETES_HOST_NETWORK", "KUBERNETES_RESYNC_SECONDS", "KUBERNETES_LOG_REFRESH_SECONDS",
-            "KUBERNETES_SWEEP_AFTER", *_JOB_SETTINGS,
+            "VOLUME_NAME",
+            "JOB_NAMESPACE",
+            "NODE_SELECTOR",
+            "IMAGE_PULL_SECRETS",
+            "KUBECONFIG",
+            "KUBERNETES_HOST_NETWORK",
+            "KUBERNETES_RESYNC_SECONDS",
+            "KUBERNETES_LOG_REFRESH_SECONDS",
+            "KUBERNETES_SWEEP_AFTER",
+            *_JOB_SETTINGS,
         ),
         # The kubelet pulls images: an absent one shows in the status message
         # (docs/adr/0013-kubernetes.md). Workers are the Job's parallel pods.
@@ -88,10 +103,26 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
         factory="slurm_compute",
         volume_types=("host",),  # STOREBASE: storeBase on a filesystem every node shares
         settings=(
-            "STOREBASE", "TIMELIMIT_MINUTES", "SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_QOS", "SLURM_SBATCH_OPTIONS",
-            "SLURM_CONTAINER_RUNTIME", "SLURM_RUNTIME_COMMAND", "SLURM_RUNTIME_STOP_COMMAND", "SLURM_POLL_SECONDS",
-            "SLURM_SUBMIT_RATE", "SLURM_COMMAND_TIMEOUT", "PULL_IMAGES", "JOB_NETWORK", "PFCON_OP_NETWORK", "JOB_LOGS_TAIL", "IGNORE_LIMITS",
-            "CONTAINER_USER", "ENABLE_HOME_WORKAROUND", "REMOVE_JOBS",
+            "STOREBASE",
+            "TIMELIMIT_MINUTES",
+            "SLURM_PARTITION",
+            "SLURM_ACCOUNT",
+            "SLURM_QOS",
+            "SLURM_SBATCH_OPTIONS",
+            "SLURM_CONTAINER_RUNTIME",
+            "SLURM_RUNTIME_COMMAND",
+            "SLURM_RUNTIME_STOP_COMMAND",
+            "SLURM_POLL_SECONDS",
+            "SLURM_SUBMIT_RATE",
+            "SLURM_COMMAND_TIMEOUT",
+            "PULL_IMAGES",
+            "JOB_NETWORK",
+            "PFCON_OP_NETWORK",
+            "JOB_LOGS_TAIL",
+            "IGNORE_LIMITS",
+            "CONTAINER_USER",
+            "ENABLE_HOME_WORKAROUND",
+            "REMOVE_JOBS",
         ),
         # The nodes' runtime knows the images; memory is enforced where the site's SLURM
         # confines jobs (task/cgroup), not by this adapter (docs/adr/0016-slurm.md).
@@ -104,8 +135,16 @@ SCHEDULERS: tuple[SchedulerEntry, ...] = (
         factory="cromwell_compute",
         volume_types=("host",),  # STOREBASE: storeBase's path on the Cromwell backend's nodes (sharedir, mounts)
         settings=(
-            "CROMWELL_URL", "CROMWELL_TIMEOUT", "TIMELIMIT_MINUTES", "STOREBASE", "JOB_LABELS", "JOB_LOGS_TAIL",
-            "IGNORE_LIMITS", "CONTAINER_USER", "ENABLE_HOME_WORKAROUND", "REMOVE_JOBS",
+            "CROMWELL_URL",
+            "CROMWELL_TIMEOUT",
+            "TIMELIMIT_MINUTES",
+            "STOREBASE",
+            "JOB_LABELS",
+            "JOB_LOGS_TAIL",
+            "IGNORE_LIMITS",
+            "CONTAINER_USER",
+            "ENABLE_HOME_WORKAROUND",
+            "REMOVE_JOBS",
         ),
         # The backend's nodes pull images; GPUs are a runtime attribute; memory is a request the
         # backend may not enforce (docs/adr/0017-cromwell.md).

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from .model import INPUT_DIR, OUTPUT_DIR, JobSpec, PluginType
 
 
-def localize_path_args(
-    args: Sequence[str], path_flags: Sequence[str], input_dir: str = INPUT_DIR
-) -> list[str]:
+def localize_path_args(args: Sequence[str], path_flags: Sequence[str], input_dir: str = INPUT_DIR) -> list[str]:
     """Replace the value following each flag of ``path_flags`` by ``input_dir``."""
     flags = set(path_flags)
     out: list[str] = []

@@ -12,6 +12,13 @@ OUTPUT_DIR = "/share/outgoing"
 # Every scheduler object this server creates carries this label (pfcon's), set by the
 # domain so that no adapter can forget it or spell it differently.
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
+# ... and this one, whose value names the server instance (PFCON_INSTANCE) that created
+# it: an operator's listing shows this server's jobs, never other workloads or another
+# server's jobs on the same scheduler.
+INSTANCE_LABEL = "org.chrisproject.pfcon.instance"
+DEFAULT_INSTANCE = "pfcon"
+# The message of a job an operator cancelled (its status is finishedWithError).
+CANCELLED_MESSAGE = "cancelled"
 
 # A job id becomes a Docker container name, a Swarm service name, a Kubernetes
 # Job name (RFC 1123 label, lower case, <= 63 characters), a SLURM job name and a
@@ -52,9 +59,7 @@ class JobStatus(enum.StrEnum):
         return "notStarted" if self is JobStatus.NOT_STARTED else self.value
 
 
-_TERMINAL = frozenset(
-    {JobStatus.FINISHED_SUCCESSFULLY, JobStatus.FINISHED_WITH_ERROR, JobStatus.UNDEFINED}
-)
+_TERMINAL = frozenset({JobStatus.FINISHED_SUCCESSFULLY, JobStatus.FINISHED_WITH_ERROR, JobStatus.UNDEFINED})
 
 
 def job_id_problem(jid: str) -> str | None:
@@ -64,10 +69,7 @@ def job_id_problem(jid: str) -> str | None:
     if len(jid) > JOB_ID_MAX_LENGTH:
         return f"must be at most {JOB_ID_MAX_LENGTH} characters"
     if not _JOB_ID_RE.fullmatch(jid):
-        return (
-            "must consist of lower case letters, digits and '-', "
-            "and start and end with a letter or digit"
-        )
+        return "must consist of lower case letters, digits and '-', and start and end with a letter or digit"
     return None
 
 
@@ -242,6 +244,27 @@ class JobInfo:
     status: JobStatus
     message: str
     timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One job of this server as an operator's listing shows it (not pfcon's wire API)."""
+
+    name: str  # the scheduler object's name: the job id, or <jid>-copy|-upload|-delete
+    kind: JobKind
+    image: str
+    status: JobStatus
+    message: str
+    created: str  # when the scheduler created it, ISO 8601 UTC; "" when unknown
+    resources: Resources | None = None  # None when the scheduler does not say
+    node: str = ""  # where the scheduler placed it; "" when unknown or not yet placed
+
+    @property
+    def jid(self) -> str:
+        suffix = f"-{self.kind.value}"
+        return (
+            self.name[: -len(suffix)] if self.kind is not JobKind.PLUGIN and self.name.endswith(suffix) else self.name
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from .command import build_command
 from .errors import InvalidFields, InvalidJobSpec
 from .model import (
+    DEFAULT_INSTANCE,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     MAX_CPU_MILLICORES,
     MAX_GPUS,
@@ -49,6 +51,7 @@ class JobOptions:
     log_tail: int = 1000
     extra_env: tuple[str, ...] = ()
     remove_jobs: bool = True
+    instance: str = DEFAULT_INSTANCE  # INSTANCE_LABEL of every job this server creates
 
 
 RESOURCE_BOUNDS = {
@@ -140,7 +143,7 @@ class RunPlugin:
             env=spec.env + self.options.extra_env,
             resources=spec.resources,
             mounts=mounts,
-            labels={JOB_TYPE_LABEL: JobKind.PLUGIN.value},
+            labels={JOB_TYPE_LABEL: JobKind.PLUGIN.value, INSTANCE_LABEL: self.options.instance},
         )
 
     def __call__(self, spec: JobSpec, mounts: tuple[Mount, ...]) -> JobInfo:

@@ -30,6 +30,8 @@ from .errors import (
     JobNotFound,
 )
 from .model import (
+    DEFAULT_INSTANCE,
+    INSTANCE_LABEL,
     INPUT_DIR,
     JOB_TYPE_LABEL,
     OUTPUT_DIR,
@@ -67,6 +69,7 @@ class OpJobOptions:
     command: tuple[str, ...] = ("pfcon", "op")  # + <kind> /share/outgoing
     run_as: tuple[int, int] | None = None  # the owner of key-<jid>/; never root
     store_env: tuple[str, ...] = ()  # object-store credentials: copy and upload jobs only
+    instance: str = DEFAULT_INSTANCE  # INSTANCE_LABEL of every op job
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +287,7 @@ class OpJobService:
             env=self.options.store_env if needs_store else (),
             resources=resources,
             mounts=self.area.op_mounts(kind, jid),
-            labels={JOB_TYPE_LABEL: kind.value},
+            labels={JOB_TYPE_LABEL: kind.value, INSTANCE_LABEL: self.options.instance},
             run_as=self.options.run_as,
         )
 

@@ -16,6 +16,7 @@ from .model import (
     JobInfo,
     JobKind,
     JobState,
+    JobSummary,
     Mount,
     OpParams,
     OutputListing,
@@ -86,6 +87,19 @@ class ComputePort(Protocol):
 
     def ping(self) -> None:
         """Cheaply check that the scheduler answers. Raises BackendUnavailable."""
+        ...
+
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        """Every job on the scheduler that carries ``JOB_TYPE_LABEL`` and
+        ``INSTANCE_LABEL == instance`` (never other workloads), newest first.
+        Raises BackendUnavailable."""
+        ...
+
+    def cancel(self, name: str) -> JobInfo:
+        """Stop the job but keep it: its logs stay readable and from then on (across a
+        server restart too) its status is finishedWithError with ``CANCELLED_MESSAGE``.
+        A job that already finished is left as it is. Returns the job's info after the
+        cancellation. Raises JobNotFound or BackendUnavailable."""
         ...
 
 

@@ -18,7 +18,9 @@ from .model import (
     BackendHealth,
     JobKind,
     JobSpec,
+    JobInfo,
     JobState,
+    JobSummary,
     OutputListing,
     ServerInfo,
     SubmittedJob,
@@ -104,6 +106,16 @@ class JobService:
     def status(self, jid: str) -> JobState:
         self._require_valid_id(jid)
         return self.compute.state(JobKind.PLUGIN.job_name(jid), self.options.log_tail)
+
+    def list_jobs(self) -> list[JobSummary]:
+        """Every job this server instance created, newest first (the operator's view)."""
+        return self.compute.list_jobs(self.options.instance)
+
+    def cancel(self, jid: str) -> JobInfo:
+        """Stop a job's plugin but keep it, its data and its logs: its status becomes
+        finishedWithError, "cancelled" (DELETE keeps pfcon's meaning: remove all)."""
+        self._require_valid_id(jid)
+        return self.compute.cancel(JobKind.PLUGIN.job_name(jid))
 
     def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
         """pfcon 5's output route; with object stores and a path, this is the upload."""

@@ -100,19 +100,27 @@ def cmd_op(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if isinstance(params, CopyParams):
         data = worker.copy(params)
-        print(f"copied {data.nfiles if data else 0} files of job {params.jid} ({storage_env}) into {key_dir}/incoming "
-              f"in {time.monotonic() - started:.1f} s", flush=True)
+        print(
+            f"copied {data.nfiles if data else 0} files of job {params.jid} ({storage_env}) into {key_dir}/incoming "
+            f"in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
     elif isinstance(params, UploadParams):
         listing = worker.upload(params)
-        print(f"uploaded the {len(listing.rel_file_paths)} output files of job {params.jid} under "
-              f"{listing.job_output_path}/ ({storage_env}) in {time.monotonic() - started:.1f} s", flush=True)
+        print(
+            f"uploaded the {len(listing.rel_file_paths)} output files of job {params.jid} under "
+            f"{listing.job_output_path}/ ({storage_env}) in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
     elif isinstance(params, DeleteParams):
         worker.delete(params)
         left = getattr(getattr(storage, "storebase", None), "not_removed", [])
         print(f"deleted the data of job {params.jid} in {time.monotonic() - started:.1f} s", flush=True)
         if left:
             shown = ", ".join(os.path.relpath(p, key_dir) for p in left[:5])
-            print(f"{len(left)} entries belong to another user and are left for the server to remove: {shown}", flush=True)
+            print(
+                f"{len(left)} entries belong to another user and are left for the server to remove: {shown}", flush=True
+            )
     return 0
 
 
@@ -126,7 +134,9 @@ class Backend(Protocol):
         """pfcon's ``compute`` object, logs included."""
         ...
 
-    def outputs(self, jid: str, job_output_path: str | None) -> contextlib.AbstractContextManager[dict[str, Any] | Iterator[bytes]]:
+    def outputs(
+        self, jid: str, job_output_path: str | None
+    ) -> contextlib.AbstractContextManager[dict[str, Any] | Iterator[bytes]]:
         """The JSON listing, or the chunks of the output zip."""
         ...
 
@@ -136,8 +146,15 @@ class Backend(Protocol):
 
 
 def _compute_body(info: JobInfo, jid: str, logs: str) -> dict[str, Any]:
-    return {"jid": jid, "image": info.image, "cmd": info.cmd, "status": info.status.value,
-            "message": info.message, "timestamp": info.timestamp, "logs": logs}
+    return {
+        "jid": jid,
+        "image": info.image,
+        "cmd": info.cmd,
+        "status": info.status.value,
+        "message": info.message,
+        "timestamp": info.timestamp,
+        "logs": logs,
+    }
 
 
 class InProcessBackend:
@@ -150,8 +167,10 @@ class InProcessBackend:
         staging = StagingRequest(upload_path=upload_path, input_dirs=spec.input_dirs, output_dir=spec.output_dir)
         result = self._service.submit(spec, staging)
         data = result.data
-        return {"data": {"jid": spec.jid, "nfiles": data.nfiles, "timestamp": data.timestamp, "path": data.path},
-                "compute": _compute_body(result.info, spec.jid, "")}
+        return {
+            "data": {"jid": spec.jid, "nfiles": data.nfiles, "timestamp": data.timestamp, "path": data.path},
+            "compute": _compute_body(result.info, spec.jid, ""),
+        }
 
     def status(self, jid: str) -> dict[str, Any]:
         state = self._service.status(jid)
@@ -252,7 +271,9 @@ class HttpBackend:
         parts: list[tuple[str, Any]] = [(name, (None, value)) for name, value in _form_fields(spec)]
         with contextlib.ExitStack() as stack:
             if upload_path is not None:  # streamed from the file in chunks
-                parts.append(("data_file", ("data.zip", stack.enter_context(open(upload_path, "rb")), "application/zip")))
+                parts.append(
+                    ("data_file", ("data.zip", stack.enter_context(open(upload_path, "rb")), "application/zip"))
+                )
             body: dict[str, Any] = self._request("POST", self.base + "jobs/", files=parts).json()
         return body
 
@@ -264,7 +285,10 @@ class HttpBackend:
     def outputs(self, jid: str, job_output_path: str | None) -> Iterator[dict[str, Any] | Iterator[bytes]]:
         params = {"job_output_path": job_output_path} if job_output_path is not None else None
         headers = self._headers()
-        with self._errors(), self._client.stream("GET", self._job_url(jid, "file/"), params=params, headers=headers) as r:
+        with (
+            self._errors(),
+            self._client.stream("GET", self._job_url(jid, "file/"), params=params, headers=headers) as r,
+        ):
             _check(r)
             if r.headers.get("content-type", "").split(";")[0].strip().endswith("json"):
                 r.read()
@@ -289,9 +313,15 @@ def _form_fields(spec: JobSpec) -> list[tuple[str, str]]:
     fields += [("entrypoint", v) for v in spec.entrypoint]
     fields += [("args", v) for v in spec.args]
     fields += [("args_path_flags", v) for v in spec.args_path_flags]
-    fields += [("auid", spec.auid), ("number_of_workers", str(r.number_of_workers)),
-               ("cpu_limit", str(r.cpu_limit)), ("memory_limit", str(r.memory_limit)),
-               ("gpu_limit", str(r.gpu_limit)), ("image", spec.image), ("type", spec.type.value)]
+    fields += [
+        ("auid", spec.auid),
+        ("number_of_workers", str(r.number_of_workers)),
+        ("cpu_limit", str(r.cpu_limit)),
+        ("memory_limit", str(r.memory_limit)),
+        ("gpu_limit", str(r.gpu_limit)),
+        ("image", spec.image),
+        ("type", spec.type.value),
+    ]
     fields += [("env", v) for v in spec.env]
     fields += [("input_dirs", v) for v in spec.input_dirs or ()]
     if spec.output_dir is not None:
@@ -447,7 +477,8 @@ def _client_options() -> argparse.ArgumentParser:
     server.add_argument("--user", help=f"API user (env PFCON_USER; default {DEV_USER} when no credentials are given)")
     server.add_argument("--password", help="API password (env PFCON_PASSWORD)")
     server.add_argument(
-        "--in-process", action="store_true",
+        "--in-process",
+        action="store_true",
         help="no server: run the use cases in this process, with the backends configured by the "
         "server's environment variables",
     )
@@ -455,7 +486,9 @@ def _client_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pfcon", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pfcon", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command_name", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API server")
@@ -464,13 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     op = sub.add_parser(
-        "op", help="run an op job of pfcon 6 (what the copy, upload and delete containers run)",
+        "op",
+        help="run an op job of pfcon 6 (what the copy, upload and delete containers run)",
         description=cmd_op.__doc__,
     )
     op.add_argument("kind", choices=["copy", "upload", "delete"])
     op.add_argument("key_dir", metavar="KEY_DIR", help="the job's key-<jid>/ (/share/outgoing in the op container)")
-    op.add_argument("--shared-root", default="/share/incoming",
-                    help="storeBase, read-only (a copy from a shared filesystem; default /share/incoming)")
+    op.add_argument(
+        "--shared-root",
+        default="/share/incoming",
+        help="storeBase, read-only (a copy from a shared filesystem; default /share/incoming)",
+    )
     op.set_defaults(func=cmd_op)
 
     common = [_client_options()]
@@ -493,11 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=common, help="show a job's status")
     status.add_argument("jid")
     status.add_argument(
-        "--wait", action="store_true",
+        "--wait",
+        action="store_true",
         help="poll until the job has ended; exit status 1 unless it finished successfully",
     )
-    status.add_argument("--wait-timeout", type=float, default=600, metavar="SECONDS",
-                        help="with --wait: give up after SECONDS (default 600)")
+    status.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="with --wait: give up after SECONDS (default 600)",
+    )
     status.set_defaults(func=cmd_status)
 
     for name, func, help_text in (

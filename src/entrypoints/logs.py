@@ -9,9 +9,7 @@ from typing import Any
 
 import structlog
 
-SENSITIVE = frozenset(
-    {"authorization", "token", "password", "pfcon_password", "secret_key", "swift_key", "key"}
-)
+SENSITIVE = frozenset({"authorization", "token", "password", "pfcon_password", "secret_key", "swift_key", "key"})
 
 
 def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -36,10 +36,13 @@ class FakeDriver:
             exit_code, lines = (137, lines) if killed else (0, ())
         compute.start(name)
         workers = job.resources.number_of_workers  # every worker prints the lines
+        compute.jobs[name].logs = ""
         compute.finish(name, exit_code, "".join(f"{line}\n" for line in lines) * workers)
 
     def begin(self, compute: FakeCompute, name: str, timeout: float = 60) -> None:
-        compute.start(name)
+        compute.start(name)  # a running script has printed its lines
+        _, lines = self.behaviours.get(compute.jobs[name].job.command, (0, ()))
+        compute.jobs[name].logs += "".join(f"{line}\n" for line in lines)
 
 
 class TestFakeCompute(ComputeContract):

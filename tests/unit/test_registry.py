@@ -13,7 +13,7 @@ from pfcon import bootstrap, config, registry
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.adapters.storage.fake import FakeStorage
 from pfcon.domain.errors import InvalidJobSpec
-from pfcon.domain.model import JOB_TYPE_LABEL, ComputeCapabilities, JobSpec, PluginType, Resources, ServerInfo
+from pfcon.domain.model import INSTANCE_LABEL, JOB_TYPE_LABEL, ComputeCapabilities, JobSpec, PluginType, Resources, ServerInfo
 from pfcon.domain.ports import StagingRequest
 from pfcon.domain.services import JobService
 
@@ -71,7 +71,7 @@ def service(caps: ComputeCapabilities) -> tuple[JobService, FakeCompute, FakeSto
 def test_the_domain_labels_every_job_with_its_type() -> None:
     jobs, compute, _ = service(ComputeCapabilities())
     jobs.submit(spec(), StagingRequest(input_dirs=("in",), output_dir="out"))
-    assert compute.jobs["chris-jid-1"].job.labels == {JOB_TYPE_LABEL: "plugin"}
+    assert compute.jobs["chris-jid-1"].job.labels == {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: "pfcon"}
 
 
 @pytest.mark.parametrize(("caps", "resources", "error"), [

@@ -16,7 +16,7 @@ from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.adapters.storage.fake import FakeStorage
 from pfcon.bootstrap import OP_DEFAULT_USER, build_container
 from pfcon.config import load_settings
-from pfcon.domain.model import JOB_TYPE_LABEL
+from pfcon.domain.model import INSTANCE_LABEL, JOB_TYPE_LABEL
 from pfcon.entrypoints import cli
 from pfcon.entrypoints.http.app import create_app
 
@@ -158,7 +158,7 @@ def test_copy_schedules_the_op_job_and_is_idempotent(app_factory: Any) -> None:
     assert compute == {"jid": "chris-jid-1", "image": image, "cmd": "pfcon op copy /share/outgoing",
                        "status": "notStarted", "message": "created", "timestamp": compute["timestamp"], "logs": ""}  # fmt: skip
     job = api.compute.jobs["chris-jid-1-copy"].job
-    assert job.labels == {JOB_TYPE_LABEL: "copy"}
+    assert job.labels == {JOB_TYPE_LABEL: "copy", INSTANCE_LABEL: "pfcon"}
     assert {(m.source, m.target, m.read_only) for m in job.mounts} == {
         ("key-chris-jid-1", "/share/outgoing", False), ("", "/share/incoming", False)}  # writable: to hard-link
     assert job.run_as is not None and job.run_as[0] != 0
@@ -228,7 +228,7 @@ def test_plugin_after_copy_runs_on_the_copied_input_and_is_idempotent(app_factor
     job = api.compute.jobs["chris-jid-1"].job
     assert {(m.source, m.target, m.read_only) for m in job.mounts} == {
         ("key-chris-jid-1/incoming", "/share/incoming", True), (OUT, "/share/outgoing", False)}
-    assert job.run_as is None and job.labels == {JOB_TYPE_LABEL: "plugin"}
+    assert job.run_as is None and job.labels == {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: "pfcon"}
     api.compute.finish("chris-jid-1", logs="done\n")
     again = plugin(api)
     assert again.status_code == 201 and again.json()["compute"]["logs"] == "done\n"

@@ -10,6 +10,7 @@ from pfcon.adapters.storage.fake import FakeStorage
 from pfcon.domain.errors import InvalidFields, InvalidInputData, JobAlreadyExists
 from pfcon.domain.model import (
     INPUT_DIR,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     OP_JOB_ID_MAX_LENGTH,
     OUTPUT_DIR,
@@ -61,7 +62,7 @@ def test_run_plugin_builds_the_container_on_given_mounts() -> None:
     job = compute.jobs["chris-jid-1"].job
     assert job.command == ("run", "--n", "1", INPUT_DIR, OUTPUT_DIR)
     assert job.env == ("A=b", "HOME=/tmp")
-    assert job.mounts == mounts and job.labels == {JOB_TYPE_LABEL: "plugin"} and job.run_as is None
+    assert job.mounts == mounts and job.labels == {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: "pfcon"} and job.run_as is None
     with pytest.raises(InvalidFields) as e:
         run.check(spec(jid="Bad/Id", image=""))
     assert set(e.value.problems) == {"jid", "image"}

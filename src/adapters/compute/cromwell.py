@@ -58,6 +58,7 @@ import httpx
 from .options import ContainerUser
 from ...domain.errors import BackendUnavailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
 from ...domain.model import (
+    JobSummary,
     JOB_TYPE_LABEL,
     ComputeCapabilities,
     ContainerJob,
@@ -513,6 +514,12 @@ class CromwellCompute:
         return body
 
     # -- the port -------------------------------------------------------------
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        raise NotImplementedError("listing jobs: issue 12, in progress")
+
+    def cancel(self, name: str) -> JobInfo:
+        raise NotImplementedError("cancel: issue 12, in progress")
+
     def ping(self) -> None:
         what = "report its version"
         response = self._request("GET", "/engine/v1/version", what)

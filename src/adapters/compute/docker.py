@@ -25,7 +25,16 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import JOB_TYPE_LABEL, ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import (
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Resources,
+)
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
@@ -163,9 +172,7 @@ class DockerCompute:
             memory = res.memory_limit * 1024 * 1024
             kwargs.update(nano_cpus=res.cpu_limit * 1_000_000, mem_limit=memory, memswap_limit=memory)
         if res.gpu_limit > 0:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(count=res.gpu_limit, capabilities=[["gpu"]])
-            ]
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=res.gpu_limit, capabilities=[["gpu"]])]
         if opts.shm_size_mib:
             kwargs["shm_size"] = opts.shm_size_mib * 1024 * 1024
         network = opts.network if job.labels.get(JOB_TYPE_LABEL, "plugin") == "plugin" else opts.op_network
@@ -183,6 +190,12 @@ class DockerCompute:
         groups = [gid] if uid is None and gid is not None else []
         groups += [g for g in self.options.supplemental_groups if g not in groups and g != gid]
         return user, groups or None
+
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        raise NotImplementedError("listing jobs: issue 12, in progress")
+
+    def cancel(self, name: str) -> JobInfo:
+        raise NotImplementedError("cancel: issue 12, in progress")
 
     def ping(self) -> None:
         try:

@@ -7,7 +7,19 @@ import threading
 from dataclasses import dataclass, field
 
 from ...domain.errors import BackendUnavailable, ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobKind,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Resources,
+)
 
 
 @dataclass
@@ -17,6 +29,8 @@ class FakeJob:
     message: str = "created"
     logs: str = ""
     timestamp: str = "0001-01-01T00:00:00Z"
+    created: str = ""
+    node: str = "fake-node"
 
 
 @dataclass
@@ -32,6 +46,7 @@ class FakeCompute:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._created = 0
 
     def check(self, image: str, resources: Resources) -> None:
         self._alive()
@@ -50,7 +65,10 @@ class FakeCompute:
                 raise error
             if job.name in self.jobs:
                 raise JobAlreadyExists(job.name)
-            self.jobs[job.name] = FakeJob(job)
+            self._created += 1
+            self.jobs[job.name] = FakeJob(
+                job, created=f"2026-01-01T00:00:{self._created % 60:02d}.{self._created:06d}Z"
+            )
         return self.info(job.name)
 
     def _get(self, name: str) -> FakeJob:
@@ -85,6 +103,35 @@ class FakeCompute:
     def ping(self) -> None:
         self._alive()
 
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        self._alive()
+        with self._lock:
+            fakes = [
+                f
+                for f in self.jobs.values()
+                if JOB_TYPE_LABEL in f.job.labels and f.job.labels.get(INSTANCE_LABEL) == instance
+            ]
+        fakes.sort(key=lambda f: f.created, reverse=True)
+        return [
+            JobSummary(
+                name=f.job.name,
+                kind=JobKind(f.job.labels[JOB_TYPE_LABEL]),
+                image=f.job.image,
+                status=f.status,
+                message=f.message,
+                created=f.created,
+                resources=f.job.resources,
+                node=f.node,
+            )
+            for f in fakes
+        ]
+
+    def cancel(self, name: str) -> JobInfo:
+        fake = self._get(name)
+        if not fake.status.is_terminal:
+            fake.status, fake.message = JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE
+        return self.info(name)
+
     def _alive(self) -> None:
         if self.down:
             raise BackendUnavailable(self.down)
@@ -96,9 +143,7 @@ class FakeCompute:
 
     def finish(self, name: str, exit_code: int = 0, logs: str = "") -> None:
         fake = self._get(name)
-        fake.status = (
-            JobStatus.FINISHED_SUCCESSFULLY if exit_code == 0 else JobStatus.FINISHED_WITH_ERROR
-        )
+        fake.status = JobStatus.FINISHED_SUCCESSFULLY if exit_code == 0 else JobStatus.FINISHED_WITH_ERROR
         fake.message = "exited"
         fake.logs += logs
         fake.timestamp = "2026-01-01T00:00:00.000000000Z"

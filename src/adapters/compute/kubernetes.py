@@ -32,7 +32,7 @@ from typing import Any
 from .k8s_view import JOBS, ClusterView, Gone, owner_uid, slim_job, slim_pod
 from .options import ContainerUser
 from ...domain.errors import BackendUnavailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,10 @@ def labels_problem(pairs: tuple[tuple[str, str], ...]) -> str | None:
         if not _LABEL_NAME.fullmatch(name):
             return f"label key {key!r}: the name must be 1-63 characters [A-Za-z0-9-_.], alphanumeric at both ends"
         if value and not _LABEL_NAME.fullmatch(value):
-            return f"label value {value!r} (of {key!r}): at most 63 characters [A-Za-z0-9-_.], alphanumeric at both ends"
+            return (
+                f"label value {value!r} (of {key!r}): at most 63 characters [A-Za-z0-9-_.], alphanumeric at both ends"
+            )
     return None
-
 
 
 def job_manifest(job: ContainerJob, options: KubernetesOptions, user: tuple[int | None, int | None]) -> dict[str, Any]:
@@ -271,7 +272,9 @@ def finished_at(job: dict[str, Any]) -> str | None:
     conditions = _true_conditions(job)
     for kind in ("Complete", "Failed"):
         if kind in conditions:
-            return str(_get(job, "status", "completionTime") or conditions[kind].get("lastTransitionTime") or "") or None
+            return (
+                str(_get(job, "status", "completionTime") or conditions[kind].get("lastTransitionTime") or "") or None
+            )
     return None
 
 
@@ -521,7 +524,9 @@ class KubeApi:
     def _lister(self, kind: str) -> Any:
         return self.batch.list_namespaced_job if kind == JOBS else self.core.list_namespaced_pod
 
-    def list(self, kind: str, namespace: str, selector: str, limit: int | None = None) -> tuple[list[dict[str, Any]], str]:
+    def list(
+        self, kind: str, namespace: str, selector: str, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         data = self._json(f"list {kind}", self._lister(kind), namespace, label_selector=selector, limit=limit)
         return list(data.get("items") or []), str(_get(data, "metadata", "resourceVersion") or "")
 
@@ -769,6 +774,12 @@ class KubernetesCompute:
         if uid:
             with self._lock:
                 self._final.pop(uid, None)
+
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        raise NotImplementedError("listing jobs: issue 12, in progress")
+
+    def cancel(self, name: str) -> JobInfo:
+        raise NotImplementedError("cancel: issue 12, in progress")
 
     def ping(self) -> None:
         try:

@@ -44,7 +44,7 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
 
 BACKEND = "SLURM controller"
 JOBS_DIR = ".pfcon-slurm"  # under storeBase, beside the key-<jid>/ dirs
@@ -75,7 +75,9 @@ TERMINAL = frozenset({"COMPLETED", "FAILED", *_FAILED})
 _RUNTIME_FAILURE = frozenset({125, 126, 127})
 
 
-def slurm_status(state: str, reason: str = "", exit_code: int | None = None, last_line: str = "") -> tuple[JobStatus, str]:
+def slurm_status(
+    state: str, reason: str = "", exit_code: int | None = None, last_line: str = ""
+) -> tuple[JobStatus, str]:
     """Map a SLURM job state (``squeue %T``) to a job status and a message.
 
     ``reason`` is SLURM's reason (``squeue %r``: Resources, Priority…), ``exit_code`` the
@@ -377,7 +379,9 @@ class QueueView:
     """Every job of this server in SLURM's queue, from one ``squeue`` query at most every
     ``poll_seconds``, shared by all requests (one query in flight at a time)."""
 
-    def __init__(self, runner: Runner, poll_seconds: float, timeout: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, runner: Runner, poll_seconds: float, timeout: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.runner = runner
         self.poll_seconds = poll_seconds
         self.timeout = timeout
@@ -485,6 +489,12 @@ class SlurmCompute:
             raise BackendUnavailable(f"{BACKEND} unavailable: {argv[0]} did not answer in time") from None
         except OSError as e:
             raise BackendUnavailable(f"{BACKEND} unavailable: cannot run {argv[0]}: {e.strerror or e}") from None
+
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        raise NotImplementedError("listing jobs: issue 12, in progress")
+
+    def cancel(self, name: str) -> JobInfo:
+        raise NotImplementedError("cancel: issue 12, in progress")
 
     def ping(self) -> None:
         done = self._run(["scontrol", "ping"])

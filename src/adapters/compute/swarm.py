@@ -30,7 +30,7 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, Resources
+from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
 
 BACKEND = "Docker Swarm manager"
 # The adapter's own mark on every service it creates (value: the job id), so that a
@@ -220,6 +220,12 @@ class SwarmCompute:
         self.api = client.api
         self.options = options
         self.capabilities = options.capabilities
+
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        raise NotImplementedError("listing jobs: issue 12, in progress")
+
+    def cancel(self, name: str) -> JobInfo:
+        raise NotImplementedError("cancel: issue 12, in progress")
 
     def ping(self) -> None:
         """The manager answers and is a manager: a node out of swarm mode (or a worker)

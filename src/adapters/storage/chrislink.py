@@ -35,12 +35,7 @@ def read_link(path: str) -> str:
 
 def check_link_target(target: str) -> str:
     parts = target.rstrip("/").split("/")
-    if (
-        not target
-        or target.startswith("/")
-        or "\x00" in target
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not target or target.startswith("/") or "\x00" in target or any(p in ("", ".", "..") for p in parts):
         raise InvalidInputData(f"Invalid input path: {target!r}")
     return "/".join(parts)
 
@@ -110,9 +105,7 @@ class _Expander:
             ):
                 self.expand_link(entry.path)
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False) and not self.under_expanded_source(
-                os.path.realpath(entry.path)
-            ):
+            if entry.is_dir(follow_symlinks=False) and not self.under_expanded_source(os.path.realpath(entry.path)):
                 self.walk(entry.path)
 
     def remove_fetched_targets(self) -> None:

@@ -50,7 +50,7 @@ class FakeStorage:
                         raise InvalidInputData(f"Invalid input path: {target!r}")
                     folder = "/".join([*rel.split("/")[:-1], target.replace("/", "_")]).lstrip("/")
                     for linked, data in self._files_under(target).items():
-                        staged[f"{folder}/{linked[len(target) + 1:]}"] = data
+                        staged[f"{folder}/{linked[len(target) + 1 :]}"] = data
                 else:
                     staged[rel] = content
         with self._lock:

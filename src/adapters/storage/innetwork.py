@@ -110,9 +110,7 @@ def _within(path: str, base: str) -> bool:
     return path == base or path.startswith(base + "/")
 
 
-def collect_inputs(
-    source: LinkSource, input_dirs: Sequence[str], job_output_path: str
-) -> list[tuple[str, str]]:
+def collect_inputs(source: LinkSource, input_dirs: Sequence[str], job_output_path: str) -> list[tuple[str, str]]:
     """Every (storage path, local relative path) to fetch, following ChRIS links (docs/wire-contract.md §10.2).
 
     Files under an input dir land relative to it; files reached through a link keep

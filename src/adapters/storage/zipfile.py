@@ -54,9 +54,7 @@ def _entry_type(info: zipfile.ZipInfo) -> int:
 
 def _ratio_exceeded(uncompressed: int, compressed: int, limits: ZipLimits) -> bool:
     return (
-        limits.max_ratio > 0
-        and uncompressed > limits.ratio_min_bytes
-        and compressed * limits.max_ratio < uncompressed
+        limits.max_ratio > 0 and uncompressed > limits.ratio_min_bytes and compressed * limits.max_ratio < uncompressed
     )
 
 
@@ -96,9 +94,7 @@ def free_space(path: str) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def inspect_zip(
-    path: str, limits: ZipLimits, free_bytes: int | None = None
-) -> list[tuple[zipfile.ZipInfo, str]]:
+def inspect_zip(path: str, limits: ZipLimits, free_bytes: int | None = None) -> list[tuple[zipfile.ZipInfo, str]]:
     """Validate an archive without extracting it: names, types, counts, sizes, expansion
     ratios and, when ``free_bytes`` is given, the room left on the destination."""
     try:
@@ -133,9 +129,7 @@ def inspect_zip(
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise InvalidInputData(f"data_file: unsupported entry type ({info.filename!r})")
         if _ratio_exceeded(info.file_size, info.compress_size, limits):
-            raise InputTooLarge(
-                _ratio_message(f"member {info.filename!r}", info.file_size, info.compress_size, limits)
-            )
+            raise InputTooLarge(_ratio_message(f"member {info.filename!r}", info.file_size, info.compress_size, limits))
         total += info.file_size
         compressed += info.compress_size
         if total > limits.max_uncompressed_bytes:
@@ -194,7 +188,16 @@ def extract_zip(path: str | Callable[[int], bytes], destination: str, limits: Zi
                                 raise _no_room(f"at least {written}", free_bytes, limits)
                             dst.write(chunk)
                 nfiles += 1
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotADirectoryError, IsADirectoryError, ValueError, NotImplementedError, RuntimeError):
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        NotADirectoryError,
+        IsADirectoryError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ):
         raise InvalidInputData(BAD_ZIP) from None
     except OSError as e:
         if e.errno in _FULL_ERRNOS:

@@ -256,8 +256,7 @@ class StreamExtractor:
         limits = self.limits
         if len(self.entries) >= limits.max_entries:
             raise InputTooLarge(
-                f"data_file: the archive has more than {limits.max_entries} entries, "
-                f"the limit (ZIP_MAX_ENTRIES)"
+                f"data_file: the archive has more than {limits.max_entries} entries, the limit (ZIP_MAX_ENTRIES)"
             )
         rel = safe_relative_path(h.text)
         if rel is None:
@@ -394,7 +393,9 @@ class StreamExtractor:
         if descriptor and _ratio_exceeded(written, consumed, limits):
             raise InputTooLarge(_ratio_message(f"member {h.text!r}", written, consumed, limits))
         # The current member's compressed size: declared, or what was read of it so far.
-        self._check_totals(self.total_out, self.total_in + (consumed if descriptor else h.compressed), f"at least {self.total_out}")
+        self._check_totals(
+            self.total_out, self.total_in + (consumed if descriptor else h.compressed), f"at least {self.total_out}"
+        )
 
     def _check_totals(self, out: int, compressed: int, needs: str) -> None:
         limits = self.limits
@@ -429,7 +430,13 @@ class StreamExtractor:
             if entry is None or offset in seen or disk not in (0, 0xFFFF):
                 raise _Corrupt("central directory names a member that was not received")
             seen.add(offset)
-            if (entry.name, entry.method, entry.crc, entry.compressed, entry.size) != (name, method, crc, compressed, size):
+            if (entry.name, entry.method, entry.crc, entry.compressed, entry.size) != (
+                name,
+                method,
+                crc,
+                compressed,
+                size,
+            ):
                 raise _Corrupt("central directory disagrees with the local header")
             text = name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
             kind = stat.S_IFMT(external >> 16) if made_by >> 8 == 3 else 0

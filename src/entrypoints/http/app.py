@@ -106,8 +106,7 @@ async def auth_token(request: Request[Any, Any, Any], auth: NamedDependency[Auth
     if not content_type.split(";")[0].strip().lower().endswith("json"):
         raise HTTPException(
             status_code=415,
-            detail="Did not attempt to load JSON data because the request Content-Type "
-            "was not 'application/json'.",
+            detail="Did not attempt to load JSON data because the request Content-Type was not 'application/json'.",
         )
     try:
         payload = msgspec.json.decode(await request.body())

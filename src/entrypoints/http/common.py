@@ -102,7 +102,6 @@ async def read_form(request: Request[Any, Any, Any], spool: UploadSpool, max_upl
     return FormData()  # pfcon reads form data only: anything else has no fields
 
 
-
 def bind_job_id(jid: str) -> None:
     structlog.contextvars.bind_contextvars(job_id=jid)
 
@@ -116,7 +115,9 @@ def options_handler(paths: list[str]) -> Any:
     def options(request: Request[Any, Any, Any]) -> Response[None]:
         template = request.scope["path_template"]
         methods = next(r.methods for r in request.app.routes if isinstance(r, HTTPRoute) and r.path_format == template)
-        return Response(content=None, status_code=204, headers={"Allow": ", ".join(sorted(methods))}, media_type="text/plain")
+        return Response(
+            content=None, status_code=204, headers={"Allow": ", ".join(sorted(methods))}, media_type="text/plain"
+        )
 
     return options
 
@@ -158,7 +159,9 @@ def status_for(error: E.DomainError) -> int:
 
 
 def _json(status: int, message: Any, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(content=ErrorBody(message=message), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        content=ErrorBody(message=message), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -212,9 +215,7 @@ def request_logging(app: ASGIApp) -> ASGIApp:
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=scope["method"], route=scope["path"]
-        )
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"], route=scope["path"])
         started = time.perf_counter()
         status = 500
 

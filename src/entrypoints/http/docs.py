@@ -104,8 +104,7 @@ def job_form_schema(innetwork: bool, with_file: bool) -> Schema:
         "memory_limit": _integer("Memory limit in MiB.", MIN_MEMORY_MIB, MAX_MEMORY_MIB),
         "gpu_limit": _integer("GPUs for the job.", 0, MAX_GPUS),
         "image": _string(
-            "The plugin's container image; it must be present on the container engine unless the "
-            "server pulls images.",
+            "The plugin's container image; it must be present on the container engine unless the server pulls images.",
             min_length=1,
             max_length=IMAGE_REFERENCE_MAX_LENGTH,
         ),
@@ -116,8 +115,17 @@ def job_form_schema(innetwork: bool, with_file: bool) -> Schema:
             description='Extra environment variables, each "KEY=value" (repeated field).',
         ),
     }
-    required = ["jid", "entrypoint", "auid", "number_of_workers", "cpu_limit", "memory_limit", "gpu_limit",
-                "image", "type"]
+    required = [
+        "jid",
+        "entrypoint",
+        "auid",
+        "number_of_workers",
+        "cpu_limit",
+        "memory_limit",
+        "gpu_limit",
+        "image",
+        "type",
+    ]
     if innetwork:
         properties["input_dirs"] = _strings(
             "Input directories, relative to the storage root (repeated field).", min_items=1
@@ -146,9 +154,7 @@ def job_form_body(innetwork: bool) -> RequestBody:
         description=f"pfcon's job descriptors as form fields. {how}",
         content={
             "multipart/form-data": OpenAPIMediaType(schema=job_form_schema(innetwork, with_file=True)),
-            "application/x-www-form-urlencoded": OpenAPIMediaType(
-                schema=job_form_schema(innetwork, with_file=False)
-            ),
+            "application/x-www-form-urlencoded": OpenAPIMediaType(schema=job_form_schema(innetwork, with_file=False)),
         },
     )
 
@@ -185,7 +191,9 @@ def op_form_body(kind: JobKind) -> RequestBody:
         properties["job_output_path"] = _string("Where the outputs go in the object store (a path under its root).")
         required.append("job_output_path")
     properties["cpu_limit"] = _integer("The op job's CPU limit in millicores (default 1000).", 1, MAX_CPU_MILLICORES)
-    properties["memory_limit"] = _integer("The op job's memory limit in MiB (default 300).", MIN_MEMORY_MIB, MAX_MEMORY_MIB)
+    properties["memory_limit"] = _integer(
+        "The op job's memory limit in MiB (default 300).", MIN_MEMORY_MIB, MAX_MEMORY_MIB
+    )
     schema = Schema(type=OpenAPIType.OBJECT, properties=properties, required=required)
     return RequestBody(
         required=True,
@@ -333,4 +341,3 @@ def static_assets_router() -> Router:
     return create_static_files_router(
         path=STATIC_PATH, directories=[swagger_ui_dir()], include_in_schema=False, name="docs-static"
     )
-

@@ -337,9 +337,7 @@ async def _parse_parts(
                     if segment.name == upload_field:
                         uploaded += len(event)
                         if uploaded > max_upload_bytes:
-                            raise InputTooLarge(
-                                f"data_file: the upload exceeds the limit of {max_upload_bytes} bytes"
-                            )
+                            raise InputTooLarge(f"data_file: the upload exceeds the limit of {max_upload_bytes} bytes")
                         if is_upload:
                             await sink.send(event)
                     else:

@@ -109,9 +109,7 @@ class UploadSpool:
     def slot(self) -> Iterator[None]:
         """One upload in flight; ServerBusy (503) past ``max_uploads``. Event-loop only."""
         if self.in_flight >= self.max_uploads:
-            raise ServerBusy(
-                f"too many uploads in flight ({self.max_uploads}, MAX_UPLOADS); retry later"
-            )
+            raise ServerBusy(f"too many uploads in flight ({self.max_uploads}, MAX_UPLOADS); retry later")
         self.in_flight += 1
         try:
             yield

@@ -66,6 +66,7 @@ def server_info(jobs: NamedDependency[JobService]) -> ServerInfoBody:
     }
     return msgspec.convert(body, ServerInfoBody)
 
+
 async def read_job_form(request: Request[Any, Any, Any], uploads: Uploads, jobs: JobService) -> FormData:
     """A job form; where the storage receives uploads as they arrive (zipfile), the
     ``data_file`` part is validated and extracted while the body is received (ADR 19),
@@ -123,7 +124,9 @@ def submit_job_handler(innetwork: bool) -> Any:
     responses=errors(401, 404, 500, 503),
     operation_class=docs.PlainOperation,
 )
-async def job_status(jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]) -> StatusBody:
+async def job_status(
+    jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]
+) -> StatusBody:
     """The job's status and the tail of its logs."""
     bind_job_id(jid)
     state = await runner.run(jobs.status, jid)
@@ -163,14 +166,16 @@ async def delete_job(jid: FromPath[str], jobs: NamedDependency[JobService], runn
     ),
 )
 async def job_file(
-    request: Request[Any, Any, Any], jid: FromPath[str], jobs: NamedDependency[JobService], runner: NamedDependency[Runner]
+    request: Request[Any, Any, Any],
+    jid: FromPath[str],
+    jobs: NamedDependency[JobService],
+    runner: NamedDependency[Runner],
 ) -> Response[Any]:
     """The job's output files."""
     bind_job_id(jid)
     job_output_path = request.query_params.get("job_output_path")
     out = await runner.run(jobs.outputs, jid, job_output_path)
     return output_response(out, jid, runner)
-
 
 
 def output_response(out: Any, jid: str, runner: Runner) -> Response[Any]:

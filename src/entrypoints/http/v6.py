@@ -28,7 +28,12 @@ from .forms import job_spec_from_form, op_job_fields
 from .schemas import OpJobBody, OpJobCompute, OutputListingBody, PluginJobBody, PluginJobData, ServerInfoV6Body
 from .v5 import output_response, read_job_form, staging_request
 
-ROUTES = {JobKind.PLUGIN: "pluginjobs", JobKind.COPY: "copyjobs", JobKind.UPLOAD: "uploadjobs", JobKind.DELETE: "deletejobs"}
+ROUTES = {
+    JobKind.PLUGIN: "pluginjobs",
+    JobKind.COPY: "copyjobs",
+    JobKind.UPLOAD: "uploadjobs",
+    JobKind.DELETE: "deletejobs",
+}
 
 
 def compute_body(info: JobInfo, jid: str, logs: str) -> OpJobCompute:
@@ -104,7 +109,9 @@ async def create_plugin_job(
     finally:
         if form.upload_path is not None or form.received is not None:
             await runner.run(form.discard_upload)
-    return PluginJobBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, result.logs))
+    return PluginJobBody(
+        data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, result.logs)
+    )
 
 
 def plugin_post_handler(innetwork: bool) -> Any:
@@ -132,7 +139,9 @@ async def create_copy_job(
     values, limits = op_job_fields(form, ("output_dir",))
     bind_job_id(values["jid"])
     input_dirs = tuple(form.fields.get("input_dirs", ()))
-    result = await runner.run(ops.copy, values["jid"], input_dirs, values["output_dir"], limits["cpu_limit"], limits["memory_limit"])
+    result = await runner.run(
+        ops.copy, values["jid"], input_dirs, values["output_dir"], limits["cpu_limit"], limits["memory_limit"]
+    )
     return op_body(result, values["jid"])
 
 
@@ -148,7 +157,9 @@ async def create_upload_job(
     form.discard_upload()
     values, limits = op_job_fields(form, ("job_output_path",))
     bind_job_id(values["jid"])
-    result = await runner.run(ops.upload, values["jid"], values["job_output_path"], limits["cpu_limit"], limits["memory_limit"])
+    result = await runner.run(
+        ops.upload, values["jid"], values["job_output_path"], limits["cpu_limit"], limits["memory_limit"]
+    )
     return op_body(result, values["jid"])
 
 
@@ -199,7 +210,9 @@ def status_handler(kind: JobKind) -> Any:
         operation_class=docs.PlainOperation,
         name=f"{kind.value}-status",
     )
-    async def job_status(jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]) -> OpJobBody:
+    async def job_status(
+        jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]
+    ) -> OpJobBody:
         """The job's status and the tail of its logs."""
         bind_job_id(jid)
         state = await runner.run(ops.status, kind, jid)
@@ -223,7 +236,9 @@ def remove_handler(kind: JobKind) -> Any:
         name=f"{kind.value}-remove",
         description=doc,
     )
-    async def remove_job(jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]) -> None:
+    async def remove_job(
+        jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]
+    ) -> None:
         bind_job_id(jid)
         await runner.run(ops.remove, kind, jid)
 
@@ -250,7 +265,10 @@ def remove_handler(kind: JobKind) -> Any:
     ),
 )
 async def plugin_job_file(
-    request: Request[Any, Any, Any], jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]
+    request: Request[Any, Any, Any],
+    jid: FromPath[str],
+    ops: NamedDependency[OpJobService],
+    runner: NamedDependency[Runner],
 ) -> Response[Any]:
     """The plugin job's output files."""
     bind_job_id(jid)
