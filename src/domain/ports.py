@@ -104,6 +104,18 @@ class ComputePort(Protocol):
 
 
 @runtime_checkable
+class KnownStatePort(Protocol):
+    """A compute adapter that can answer some status queries from memory (a finished job
+    seen by a view that the scheduler's event stream keeps current)."""
+
+    def known_state(self, name: str, log_tail: int) -> JobState | None:
+        """The job's state when it is known without any I/O, else None (then ``state``
+        asks the scheduler). Never blocks: callable from an event loop. Agrees with
+        ``state``: never a status the scheduler has not reached."""
+        ...
+
+
+@runtime_checkable
 class StoragePort(Protocol):
     """Stages a job's input and reports its output, under ``key-<jid>/``."""
 

@@ -27,7 +27,16 @@ from .model import (
     job_id_problem,
 )
 from .operations import CopyInput, DeleteData, JobOptions, RunPlugin, spec_problems
-from .ports import AuthPort, ComputePort, InputReceiverPort, ReceivedInput, StagingRequest, StoragePort, ZipStream
+from .ports import (
+    AuthPort,
+    ComputePort,
+    InputReceiverPort,
+    KnownStatePort,
+    ReceivedInput,
+    StagingRequest,
+    StoragePort,
+    ZipStream,
+)
 
 __all__ = ["AuthService", "JobOptions", "JobService", "spec_problems"]
 
@@ -52,6 +61,7 @@ class JobService:
         self.copy_input = CopyInput(storage)
         self.run_plugin = RunPlugin(compute, self.options, server_info.container_env)
         self.delete_data = DeleteData(storage)
+        self._known_state = compute.known_state if isinstance(compute, KnownStatePort) else None
 
     def server_info(self) -> ServerInfo:
         return self._server_info
@@ -106,6 +116,13 @@ class JobService:
     def status(self, jid: str) -> JobState:
         self._require_valid_id(jid)
         return self.compute.state(JobKind.PLUGIN.job_name(jid), self.options.log_tail)
+
+    def known_status(self, name: str) -> JobState | None:
+        """The state of the scheduler object ``name`` when the compute adapter knows it
+        without I/O (KnownStatePort), else None: then ``status`` asks the scheduler.
+        Never blocks, so an entrypoint can call it on its event loop."""
+        known = self._known_state
+        return known(name, self.options.log_tail) if known is not None else None
 
     def list_jobs(self) -> list[JobSummary]:
         """Every job this server instance created, newest first (the operator's view)."""

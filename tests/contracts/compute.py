@@ -20,7 +20,7 @@ import pytest
 
 from pfcon.domain.errors import ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
 from pfcon.domain.model import ContainerJob, JobStatus, Resources
-from pfcon.domain.ports import ComputePort
+from pfcon.domain.ports import ComputePort, KnownStatePort
 
 
 class Driver(Protocol):
@@ -105,6 +105,25 @@ class ComputeContract:
         state = compute.state(job.name, 100)
         assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
         assert state.logs.strip() == "first"
+
+    def test_known_state_agrees_with_state(self, compute: Any, driver: Driver, image: str) -> None:
+        """An adapter that answers from memory (KnownStatePort) never says what ``state``
+        would not: nothing for an unknown job, at most the final state of a finished one."""
+        if not isinstance(compute, KnownStatePort):
+            pytest.skip("the adapter answers every status from the scheduler")
+        assert compute.known_state(unique("missing"), 100) is None
+        job = self.make_job(image, driver.script(0, ("x",), sleep=60))
+        compute.schedule(job)
+        driver.begin(compute, job.name)
+        assert compute.known_state(job.name, 100) is None  # running: its logs still grow
+        done = self.make_job(image, driver.script(0, ("a", "b")))
+        compute.schedule(done)
+        driver.settle(compute, done.name)
+        state = compute.state(done.name, 100)
+        # (a view may learn of the exit after a status read the engine: then a later one keeps it)
+        wait_for(lambda: compute.state(done.name, 100) and compute.known_state(done.name, 100) is not None, 30, 0.1)
+        assert compute.known_state(done.name, 100) == state
+        assert compute.known_state(done.name, 1) in (None, compute.state(done.name, 1))
 
     def test_unknown_job_is_not_found(self, compute: Any) -> None:
         name = unique("missing")

@@ -482,6 +482,49 @@ def test_status_reports_logs_and_terminal_status_is_stable(api: Api) -> None:
         assert compute["jid"] == "chris-jid-1"
 
 
+class ThreadWatchingCompute(FakeCompute):
+    """Records every scheduler query (and the thread that made it)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.state_threads: list[str] = []
+
+    def state(self, name: str, log_tail: int) -> Any:
+        self.state_threads.append(threading.current_thread().name)
+        return super().state(name, log_tail)
+
+    def known_state(self, name: str, log_tail: int) -> Any:
+        job = self.jobs.get(name)
+        if job is None or not job.status.is_terminal:
+            return None
+        return FakeCompute.state(self, name, log_tail)
+
+
+def test_a_known_finished_state_is_answered_without_asking_the_scheduler(app_factory: Any) -> None:
+    api = app_factory(compute=ThreadWatchingCompute())
+    api.submit()
+    api.submit("chris-jid-2")
+    api.compute.start("chris-jid-1")
+    assert api.get("/jobs/chris-jid-1/").json()["compute"]["status"] == "started"
+    assert len(api.compute.state_threads) == 1  # a running job: the scheduler is asked
+    api.compute.finish("chris-jid-1", exit_code=0, logs="done\n")
+    for path in ("/jobs/chris-jid-1/", "/pluginjobs/chris-jid-1/"):
+        compute = api.get(path).json()["compute"]
+        assert (compute["status"], compute["logs"]) == ("finishedSuccessfully", "done\n")
+    assert len(api.compute.state_threads) == 1  # the finished job was known: no query
+    assert api.get("/jobs/chris-jid-2/").json()["compute"]["status"] == "notstarted"
+    assert len(api.compute.state_threads) == 2
+
+
+def test_the_auth_guard_runs_on_the_event_loop() -> None:
+    """Litestar runs a sync guard in a worker thread: a thread hop on every request."""
+    import inspect
+
+    from pfcon.entrypoints.http.common import require_token
+
+    assert inspect.iscoroutinefunction(require_token)
+
+
 def test_logs_are_the_configured_tail(app_factory: Any) -> None:
     api = app_factory(JOB_LOGS_TAIL="2")
     api.submit()

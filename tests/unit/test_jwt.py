@@ -438,3 +438,34 @@ def test_float_exp_is_honoured(auth: JwtAuth) -> None:
 def test_token_for_another_or_no_user_is_invalid(auth: JwtAuth, claims: dict[str, Any]) -> None:
     with pytest.raises(InvalidToken):
         auth.verify_token(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, auth: JwtAuth
+) -> None:
+    import pfcon.adapters.auth.jwt as module
+
+    token = auth.issue_token(USER, PASSWORD)
+    decodes: list[str] = []
+    real_decode = module.jwt.decode
+    monkeypatch.setattr(module.jwt, "decode", lambda t, *a, **k: decodes.append(t) or real_decode(t, *a, **k))
+    for _ in range(5):
+        auth.verify_token(token)
+    assert decodes == [token]  # CUBE's token on every request: decoded once
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):  # a refused token is never remembered
+        with pytest.raises(InvalidToken):
+            auth.verify_token(forged)
+    assert decodes == [token, forged, forged]
+    clock.now = int(T0) + FORTY_EIGHT_HOURS
+    with pytest.raises(ExpiredToken):
+        auth.verify_token(token)
+
+
+def test_the_verified_tokens_are_bounded(clock: FakeClock, auth: JwtAuth) -> None:
+    import pfcon.adapters.auth.jwt as module
+
+    for i in range(module.VERIFIED_CACHE_SIZE * 3):
+        clock.now = T0 + i
+        auth.verify_token(auth.issue_token(USER, PASSWORD))
+    assert len(auth._verified) <= module.VERIFIED_CACHE_SIZE

@@ -359,6 +359,16 @@ class DockerCompute:
             raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
         return decode_logs(raw)
 
+    def known_state(self, name: str, log_tail: int) -> JobState | None:
+        """A finished job's state from the current view, without I/O (KnownStatePort)."""
+        view = self.view
+        record = view.peek(name) if view is not None else None
+        if record is not None and record.final is not None:
+            logs = record.final.logs_for(log_tail)
+            if logs is not None:
+                return JobState(record.final.info, logs)
+        return None
+
     def state(self, name: str, log_tail: int) -> JobState:
         view = self.view
         record = view.get(name) if view is not None else None

@@ -189,6 +189,21 @@ class ContainerView:
                 self._records.move_to_end(name)
             return record
 
+    def peek(self, name: str) -> Record | None:
+        """``get`` that never waits: None when the view's thread holds the lock (callable
+        from an event loop; the caller then asks in a worker thread)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not self._current:
+                return None
+            record = self._records.get(name)
+            if record is not None:
+                self._records.move_to_end(name)
+            return record
+        finally:
+            self._lock.release()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._records)

@@ -103,6 +103,13 @@ class FakeCompute:
     def ping(self) -> None:
         self._alive()
 
+    def known_state(self, name: str, log_tail: int) -> JobState | None:
+        """A finished job's state (nothing changes it any more), else None."""
+        fake = self.jobs.get(name)
+        if fake is None or self.down or not fake.status.is_terminal:
+            return None
+        return self.state(name, log_tail)
+
     def list_jobs(self, instance: str) -> list[JobSummary]:
         self._alive()
         with self._lock:

@@ -173,5 +173,6 @@ def create_app(container: Container) -> Litestar:
             debug=False,
         )
     app.state.auth_service = auth_service
+    app.state.jobs, app.state.ops, app.state.runner = job_service, op_service, runner
     app.state.container = container
     return app

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
@@ -210,12 +211,12 @@ def status_handler(kind: JobKind) -> Any:
         operation_class=docs.PlainOperation,
         name=f"{kind.value}-status",
     )
-    async def job_status(
-        jid: FromPath[str], ops: NamedDependency[OpJobService], runner: NamedDependency[Runner]
-    ) -> OpJobBody:
+    async def job_status(jid: FromPath[str], state: State) -> OpJobBody:
         """The job's status and the tail of its logs."""
+        ops: OpJobService = state.ops  # (not two dependencies: see v5's job_status)
+        runner: Runner = state.runner
         bind_job_id(jid)
-        state = await runner.run(ops.status, kind, jid)
+        state = ops.jobs.known_status(kind.job_name(jid)) or await runner.run(ops.status, kind, jid)
         return OpJobBody(compute=compute_body(state.info, jid, state.logs))
 
     return job_status
