@@ -133,8 +133,8 @@ async def job_status(jid: FromPath[str], state: State) -> StatusBody:
     runner: Runner = state.runner
     bind_job_id(jid)
     # A finished job the compute adapter already knows is answered on the event loop.
-    state = jobs.known_status(jid) or await runner.run(jobs.status, jid)
-    return StatusBody(compute=compute_body(state.info, jid, state.logs))
+    job = jobs.known_status(jid) or await runner.run(jobs.status, jid)
+    return StatusBody(compute=compute_body(job.info, jid, job.logs))
 
 
 @delete(

@@ -216,8 +216,8 @@ def status_handler(kind: JobKind) -> Any:
         ops: OpJobService = state.ops  # (not two dependencies: see v5's job_status)
         runner: Runner = state.runner
         bind_job_id(jid)
-        state = ops.jobs.known_status(kind.job_name(jid)) or await runner.run(ops.status, kind, jid)
-        return OpJobBody(compute=compute_body(state.info, jid, state.logs))
+        job = ops.jobs.known_status(kind.job_name(jid)) or await runner.run(ops.status, kind, jid)
+        return OpJobBody(compute=compute_body(job.info, jid, job.logs))
 
     return job_status
 
