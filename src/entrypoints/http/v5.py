@@ -133,7 +133,9 @@ async def job_status(jid: FromPath[str], state: State) -> StatusBody:
     runner: Runner = state.runner
     bind_job_id(jid)
     # A finished job the compute adapter already knows is answered on the event loop.
-    job = jobs.known_status(jid) or await runner.run(jobs.status, jid)
+    job = jobs.known_status(jid)
+    if job is None:
+        job = await runner.run(jobs.status, jid)
     return StatusBody(compute=compute_body(job.info, jid, job.logs))
 
 

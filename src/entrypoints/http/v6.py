@@ -216,7 +216,9 @@ def status_handler(kind: JobKind) -> Any:
         ops: OpJobService = state.ops  # (not two dependencies: see v5's job_status)
         runner: Runner = state.runner
         bind_job_id(jid)
-        job = ops.jobs.known_status(kind.job_name(jid)) or await runner.run(ops.status, kind, jid)
+        job = ops.jobs.known_status(kind.job_name(jid))
+        if job is None:
+            job = await runner.run(ops.status, kind, jid)
         return OpJobBody(compute=compute_body(job.info, jid, job.logs))
 
     return job_status
