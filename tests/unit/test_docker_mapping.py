@@ -247,3 +247,70 @@ def test_remove_retries_an_engine_that_fails_to_stop_an_exiting_container() -> N
     else:
         raise AssertionError("a lasting 5xx is the engine being unavailable")
     assert down.calls == 4
+
+
+class ImageApi:
+    """The engine calls a submission makes, with an image that can disappear."""
+
+    def __init__(self) -> None:
+        self.images = {"local/present:1"}
+        self.inspected: list[str] = []
+        self.created: list[str] = []
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        import docker.errors
+
+        self.inspected.append(image)
+        if image not in self.images:
+            raise docker.errors.ImageNotFound(f"No such image: {image}")
+        return {"Id": image}
+
+    def create_host_config(self, **kw: Any) -> dict[str, Any]:
+        return kw
+
+    def create_container(self, image: str, name: str, **kw: Any) -> None:
+        import docker.errors
+
+        if image not in self.images:
+            raise docker.errors.ImageNotFound(f"No such image: {image}")
+        self.created.append(name)
+
+    def start(self, name: str) -> None:
+        pass
+
+
+def test_an_image_found_present_is_not_looked_up_again_and_its_removal_is_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pfcon.adapters.compute.docker as module
+    from pfcon.domain.errors import ImageNotAvailable
+    from pfcon.domain.model import ContainerJob, Resources
+
+    api = ImageApi()
+    compute = module.DockerCompute(
+        types.SimpleNamespace(api=api), module.DockerOptions(storebase="/tmp", status_view=False)  # type: ignore[arg-type]
+    )
+    resources = Resources(1, 1000, 100, 0)
+    for _ in range(3):
+        compute.check("local/present:1", resources)
+    assert api.inspected == ["local/present:1"]  # one engine round trip, not one per POST
+    with pytest.raises(ImageNotAvailable):
+        compute.check("local/absent:1", resources)
+    with pytest.raises(ImageNotAvailable):  # an absent image is never remembered
+        compute.check("local/absent:1", resources)
+    api.images.clear()  # removed from the engine after it was seen
+    compute.check("local/present:1", resources)  # (within the window: not looked up)
+    job = ContainerJob("job-1", "local/present:1", ("true",), (), resources, ())
+    with pytest.raises(ImageNotAvailable):
+        compute.schedule(job)  # create itself refuses it: the submission is rolled back
+    assert api.created == []
+    with pytest.raises(ImageNotAvailable):
+        compute.check("local/present:1", resources)  # and it is looked up again
+    api.images.add("local/present:1")
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    compute.check("local/present:1", resources)
+    seen = len(api.inspected)
+    clock[0] += module.IMAGE_SEEN_SECONDS + 1
+    compute.check("local/present:1", resources)
+    assert len(api.inspected) == seen + 1  # looked up again once the window has passed

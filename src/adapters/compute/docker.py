@@ -39,6 +39,10 @@ from ...domain.model import (
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
 # the HTTP client's (a refused or dropped connection is not a DockerException).
+# An image found present is not looked up again for this long: a submission's early check
+# (before staging) then costs no engine round trip. Safe: create() itself still refuses an
+# image removed meanwhile, and the submission is rolled back (ImageNotAvailable).
+IMAGE_SEEN_SECONDS = 30.0
 REMOVE_ATTEMPTS = 4  # a removal the engine fails with a 5xx is retried (0.1, 0.2, 0.4 s apart)
 ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -137,6 +141,7 @@ class DockerCompute:
         self.options = options
         self.capabilities = options.capabilities
         self.view: ContainerView | None = None
+        self._images_seen: dict[str, float] = {}  # image -> monotonic time it was found present
         if options.status_view:
             self.view = ContainerView(self.api, self.selector, resync_seconds=options.view_resync_seconds)
             if start:
@@ -204,8 +209,14 @@ class DockerCompute:
             raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from None
 
     def _ensure_image(self, image: str) -> None:
+        seen = self._images_seen.get(image)
+        if seen is not None and time.monotonic() - seen < IMAGE_SEEN_SECONDS:
+            return
         try:
             self.api.inspect_image(image)
+            if len(self._images_seen) > 1024:
+                self._images_seen.clear()
+            self._images_seen[image] = time.monotonic()
             return
         except docker.errors.ImageNotFound:
             pass
@@ -262,6 +273,7 @@ class DockerCompute:
             try:
                 create()
             except docker.errors.ImageNotFound:
+                self._images_seen.pop(job.image, None)  # removed since it was seen
                 self._ensure_image(job.image)  # pulls if allowed, else ImageNotAvailable
                 create()
         except docker.errors.APIError as e:
