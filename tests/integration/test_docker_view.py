@@ -127,6 +127,20 @@ def test_a_finished_job_costs_no_engine_request(viewed: DockerCompute) -> None:
     assert _counts(viewed) == before
     assert viewed.state(job.name, 10).logs == "a\nb\nc\n"  # a longer tail is read again
     assert _counts(viewed)["logs"] == before["logs"] + 1
+    # ... and the server answers it on its event loop (KnownStatePort), still without I/O
+    before = Counter(_counts(viewed))
+    assert viewed.known_state(job.name, 2) == first
+    assert viewed.known_state(job.name, 50) is None  # a tail it does not hold: ask the engine
+    assert _counts(viewed) == before
+
+
+def test_a_running_job_is_never_known_without_the_engine(viewed: DockerCompute) -> None:
+    job = _job("echo started; sleep 30")
+    viewed.schedule(job)
+    EngineDriver().begin(viewed, job.name)
+    assert viewed.known_state(job.name, 100) is None
+    viewed.remove(job.name)
+    assert viewed.known_state(job.name, 100) is None
 
 
 def test_a_running_job_costs_its_logs_only(viewed: DockerCompute) -> None:
