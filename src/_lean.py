@@ -1,8 +1,8 @@
 """Keep optional integrations that libraries load whenever they are installed, for
 features this server never uses, out of its memory.
 
-structlog loads rich (its console renderer; our logs are JSON), dependency-injector
-pydantic and PyYAML (its configuration loaders), Litestar pydantic and attrs (their
+structlog loads rich (its console renderer; our logs are JSON) and greenlet, dependency-injector
+pydantic, PyYAML (its configuration loaders) and werkzeug (Flask), Litestar pydantic and attrs (their
 plugins; our bodies are msgspec structs). Together they are about a sixth of the idle
 server's memory (docs/performance.md). :func:`hidden` hides them only while those
 libraries are imported or built: afterwards the modules are visible again (the Kubernetes
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 # What the libraries look for, and what they must find instead.
-UNUSED: tuple[str, ...] = ("rich", "yaml", "pydantic", "attrs", "attr")
+UNUSED: tuple[str, ...] = ("rich", "yaml", "pydantic", "attrs", "attr", "werkzeug", "greenlet")
 
 
 @contextmanager

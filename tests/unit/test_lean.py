@@ -16,7 +16,8 @@ from pfcon.config import load_settings
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.entrypoints.http.app import create_app
 create_app(build_container(load_settings(), compute=FakeCompute()))
-loaded = sorted(m for m in ("rich", "pydantic", "attrs") if m in sys.modules)  # Litestar needs yaml
+extras = ("rich", "pydantic", "attrs", "werkzeug", "greenlet", "opentelemetry")
+loaded = sorted(m for m in extras if m in sys.modules)  # Litestar needs yaml
 import pydantic, yaml, rich  # still there for the Kubernetes client and others
 import dependency_injector.providers as p, structlog
 print(loaded, pydantic.VERSION.startswith("2"), hasattr(yaml, "safe_load"))
