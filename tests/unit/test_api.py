@@ -671,3 +671,14 @@ def test_logs_are_json_with_request_and_job_ids_and_no_secrets(app_factory: Any,
     assert failure and failure[0]["job_id"] == "chris-jid-2"
     for secret in (token, "s3cr3t-key-value", "hunter2-password"):
         assert secret not in err
+
+
+def test_each_response_carries_its_request_id(api: Api) -> None:
+    import re
+
+    given = api.client.get(f"{API}/health/", headers={"X-Request-Id": "cube-42"})
+    assert given.headers["x-request-id"] == "cube-42"
+    made = {api.client.get(f"{API}/health/").headers["x-request-id"] for _ in range(3)}
+    assert len(made) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", r) for r in made)
+    long = api.client.get(f"{API}/health/", headers={"X-Request-Id": "x" * 500})
+    assert long.headers["x-request-id"] == "x" * 64
