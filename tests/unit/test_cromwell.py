@@ -518,7 +518,7 @@ def listed(wid: str, name: str, status: str, submission: str, instance: str = "i
 
 
 def test_utc() -> None:
-    assert utc("2024-05-01T08:00:00.000-04:00") == "2024-05-01T12:00:00+00:00"
+    assert utc("2024-05-01T08:00:00.000-04:00") == "2024-05-01T12:00:00.000000+00:00"
     assert utc("2024-05-01T12:00:00.123Z") == "2024-05-01T12:00:00.123000+00:00"
     assert utc(None) == "" and utc("garbage") == "garbage"
 
@@ -552,8 +552,8 @@ def test_list_jobs_one_query_and_metadata_only_for_jobs_in_progress() -> None:
         {"additionalQueryResultFields": "labels"},
     ]
     assert [(j.name, j.kind, j.status, j.created) for j in jobs] == [
-        ("running-copy", JobKind.COPY, JobStatus.STARTED, "2024-05-01T12:30:00+00:00"),
-        ("done", JobKind.PLUGIN, JobStatus.FINISHED_SUCCESSFULLY, "2024-05-01T12:00:00+00:00"),
+        ("running-copy", JobKind.COPY, JobStatus.STARTED, "2024-05-01T12:30:00.000000+00:00"),
+        ("done", JobKind.PLUGIN, JobStatus.FINISHED_SUCCESSFULLY, "2024-05-01T12:00:00.000000+00:00"),
     ]
     assert jobs[0].jid == "running" and jobs[1].image == "x/y:1" and jobs[1].resources == Resources(1, 2000, 512, 0)
     assert [r.url.path for r in server.sent("GET", "/metadata")] == [f"/api/workflows/v1/{WID2}/metadata"]

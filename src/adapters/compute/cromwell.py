@@ -444,7 +444,8 @@ def utc(text: Any) -> str:
         when = datetime.fromisoformat(str(text))
     except ValueError:
         return str(text)
-    return when.astimezone(UTC).isoformat() if when.tzinfo else when.replace(tzinfo=UTC).isoformat()
+    when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return when.isoformat(timespec="microseconds")  # one format: the listing sorts the text
 
 
 class CromwellCompute:
@@ -489,7 +490,7 @@ class CromwellCompute:
     # -- memory of the query summary's lag ----------------------------------
     def _remember(self, name: str, workflow_id: str, labels: Mapping[str, str]) -> None:
         with self._memory:
-            self._submitted[name] = _Recent(workflow_id, time.monotonic(), datetime.now(UTC).isoformat(), labels)
+            self._submitted[name] = _Recent(workflow_id, time.monotonic(), utc(datetime.now(UTC).isoformat()), labels)
 
     def _recent_id(self, name: str) -> str:
         recent = self._submitted.get(name)
