@@ -168,7 +168,9 @@ def listed_state(container: Mapping[str, Any]) -> dict[str, Any]:
     status = str(container.get("State") or "").lower()
     if status in ("configured", "initialized"):  # Podman's names of a created container
         status = "created"
-    state: dict[str, Any] = {"Status": status, "Running": status == "running", "Paused": status == "paused"}
+    state: dict[str, Any] = {
+        "Status": status, "Running": status == "running", "Paused": status == "paused", "Dead": status == "dead",
+    }  # fmt: skip
     if status in ("exited", "stopped", "dead"):
         match = _EXIT_CODE.search(str(container.get("Status") or ""))
         state["ExitCode"] = int(match.group(1)) if match else None
