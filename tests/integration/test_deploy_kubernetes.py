@@ -449,6 +449,9 @@ def test_a_whole_job_cycle_through_the_deployed_server(deployed: Run) -> None:
         ("create", "jobs.batch", True, True),
         ("watch", "jobs.batch", True, True),
         ("delete", "jobs.batch", True, True),
+        ("patch", "jobs.batch", True, True),  # cancel: a label, or the Job's deadline
+        ("patch", "pods", True, True),  # cancel: a pod's deadline (the pod and its logs stay)
+        ("patch", "pods", False, False),
         ("list", "pods", True, True),
         ("watch", "pods", True, True),
         ("get", "pods/log", True, True),
