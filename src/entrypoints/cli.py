@@ -1,7 +1,8 @@
 """Command-line entrypoint: ``pfcon serve``, and job commands for a running server.
 
-The job commands (submit, status, logs, outputs, delete) are clients of a server's
-HTTP API (pfcon's v5 wire API): ``--url`` (env PFCON_URL, default the address of
+The job commands (submit, status, logs, outputs, delete; and for operators list and
+cancel) are clients of a server's HTTP API (pfcon's v5 wire API, and the server's
+``admin/`` routes): ``--url`` (env PFCON_URL, default the address of
 ``make run``), with the credentials of ``--user``/``--password`` (env PFCON_USER and
 PFCON_PASSWORD; pfcon's dev credentials when neither is given). With ``--in-process``
 they call the same use cases in this process instead, with the adapters selected by
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ from urllib.parse import quote
 
 from ..config import ConfigError, Settings, load_settings
 from ..domain.errors import DomainError
-from ..domain.model import JobInfo, JobSpec, JobStatus, PluginType, Resources
+from ..domain.model import JobInfo, JobSpec, JobStatus, JobSummary, PluginType, Resources
 from ..domain.ports import StagingRequest, ZipStream
 
 if TYPE_CHECKING:
@@ -142,6 +144,14 @@ class Backend(Protocol):
 
     def delete(self, jid: str) -> None: ...
 
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """The jobs of ``GET admin/jobs/``, newest first."""
+        ...
+
+    def cancel(self, jid: str) -> dict[str, Any]:
+        """pfcon's ``compute`` object of the cancelled job, logs included."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -154,6 +164,30 @@ def _compute_body(info: JobInfo, jid: str, logs: str) -> dict[str, Any]:
         "message": info.message,
         "timestamp": info.timestamp,
         "logs": logs,
+    }
+
+
+def _summary_body(summary: JobSummary, scheduler: str) -> dict[str, Any]:
+    """One job as ``GET admin/jobs/`` shows it."""
+    res = summary.resources
+    return {
+        "jid": summary.jid,
+        "name": summary.name,
+        "kind": summary.kind.value,
+        "image": summary.image,
+        "status": summary.status.value,
+        "message": summary.message,
+        "created": summary.created,
+        "resources": None
+        if res is None
+        else {
+            "number_of_workers": res.number_of_workers,
+            "cpu_limit": res.cpu_limit,
+            "memory_limit": res.memory_limit,
+            "gpu_limit": res.gpu_limit,
+        },
+        "node": summary.node,
+        "scheduler": scheduler,
     }
 
 
@@ -191,6 +225,14 @@ class InProcessBackend:
 
     def delete(self, jid: str) -> None:
         self._service.delete(jid)
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        scheduler = self._service.server_info().container_env
+        return [_summary_body(s, scheduler) for s in self._service.list_jobs()]
+
+    def cancel(self, jid: str) -> dict[str, Any]:
+        info = self._service.cancel(jid)
+        return _compute_body(info, jid, self._service.status(jid).logs)
 
     def close(self) -> None:
         pass
@@ -298,6 +340,15 @@ class HttpBackend:
 
     def delete(self, jid: str) -> None:
         self._request("DELETE", self._job_url(jid))
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._request("GET", self.base + "admin/jobs/").json()["jobs"]
+        return jobs
+
+    def cancel(self, jid: str) -> dict[str, Any]:
+        url = f"{self.base}admin/jobs/{quote(jid, safe='')}/cancel/"
+        compute: dict[str, Any] = self._request("POST", url).json()["compute"]
+        return compute
 
 
 def _check(response: httpx.Response) -> None:
@@ -466,6 +517,62 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _backend(args) as backend:
+        compute = backend.cancel(args.jid)
+    _print(_status_view(compute, args.jid))
+    return 0
+
+
+def age(created: str, now: datetime.datetime | None = None) -> str:
+    """How long ago an ISO 8601 time was, in its largest unit ("" when unknown)."""
+    try:
+        when = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    seconds = max(0, int(((now or datetime.datetime.now(datetime.UTC)) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+LIST_COLUMNS = ("JID", "KIND", "STATUS", "AGE", "IMAGE", "CPU", "MEMORY", "NODE", "MESSAGE")
+
+
+def jobs_table(jobs: list[dict[str, Any]], now: datetime.datetime | None = None) -> str:
+    """The jobs as a text table, one line each (an unknown value is "-")."""
+    rows = [LIST_COLUMNS]
+    for job in jobs:
+        res = job.get("resources") or {}
+        message = " ".join(str(job.get("message") or "").split())
+        rows.append((
+            str(job.get("jid") or ""),
+            str(job.get("kind") or ""),
+            str(job.get("status") or ""),
+            age(str(job.get("created") or ""), now) or "-",
+            str(job.get("image") or "") or "-",
+            f"{res['cpu_limit']}m" if res else "-",
+            f"{res['memory_limit']}Mi" if res else "-",
+            str(job.get("node") or "") or "-",
+            message[:60] + ("..." if len(message) > 60 else "") or "-",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(LIST_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _backend(args) as backend:
+        jobs = backend.list_jobs()
+    if args.json:
+        _print({"jobs": jobs})
+    else:
+        print(jobs_table(jobs))
+    return 0
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
@@ -550,6 +657,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=common, help=help_text)
         p.add_argument("jid")
         p.set_defaults(func=func)
+
+    listing = sub.add_parser("list", parents=common, help="list this server's jobs (newest first)")
+    listing.add_argument("--json", action="store_true", help="print the server's JSON instead of a table")
+    listing.set_defaults(func=cmd_list)
+
+    cancel = sub.add_parser(
+        "cancel", parents=common, help="stop a job but keep it, its data and its logs (status: cancelled)"
+    )
+    cancel.add_argument("jid")
+    cancel.set_defaults(func=cmd_cancel)
 
     outputs = sub.add_parser("outputs", parents=common, help="download (zip) or list a job's outputs")
     outputs.add_argument("jid")

@@ -16,12 +16,16 @@ What it reproduces on purpose:
   a moment later (``Running``), its call appears (``QueuedInCromwell``, ``Starting``,
   ``Running``) and ends ``Done``/``Failed`` with Cromwell's failure messages;
 * the label query reads a *summary* that lags behind (``summary_lag`` seconds), as
-  Cromwell's summary refresh does: a just-submitted workflow, or a label just patched,
-  shows in queries only after the lag; ``PATCH .../labels`` on a workflow the summary does
-  not know yet is 404;
-* abort answers ``200 {"status": "Aborting"}`` for a workflow in progress and ``404
-  "Couldn't abort <id> because no workflow with that ID is in progress"`` for a finished
-  or unknown one; a malformed id is 400 ``Invalid workflow ID``;
+  Cromwell's summary refresh does: a just-submitted workflow, a label just patched, or a
+  change of status (and the name, start and end that come with it) shows in queries only
+  after the lag; ``PATCH .../labels`` on a workflow the summary does not know yet is 404;
+  ``GET .../labels`` answers the current labels;
+* abort (``WorkflowStoreEngineActor``) answers ``200 {"status": "Aborted"}`` for a workflow
+  not picked up yet (``Submitted``, ``On Hold``: it never runs), ``200 {"status":
+  "Aborting"}`` for one in progress (its task is stopped in the background, then the
+  workflow is ``Aborted``), and ``404 "Couldn't abort <id> because no workflow with that ID
+  is in progress"`` for a finished or unknown one; a malformed id is 400 ``Invalid
+  workflow ID``;
 * query filters ``label``, ``labelor``, ``excludeLabelAnd``, ``excludeLabelOr``, ``id``,
   ``name``, ``status``, ``additionalQueryResultFields`` (unknown keys: 400).
 """
@@ -113,6 +117,8 @@ class Workflow:
     call: dict[str, Any] | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     label_patches: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    # (when, status, name, start, end): what the summary the query reads learns, lag later
+    history: list[tuple[float, str, str | None, str | None, str | None]] = field(default_factory=list)
     aborting: bool = False
     container: str | None = None
     process: subprocess.Popen[bytes] | None = None  # ``docker run`` of the task
@@ -131,6 +137,9 @@ class FakeCromwell:
     ) -> None:
         self.root = root
         self.summary_lag = summary_lag
+        # Set (a monotonic time): the summary refresh stalls there, as it can fall behind a
+        # busy Cromwell; queries show what it knew then.
+        self.summary_paused_at: float | None = None
         self.pickup_delay = pickup_delay
         self.bind = bind
         self.docker = docker
@@ -196,6 +205,10 @@ class FakeCromwell:
             time.sleep(0.1)
 
     # -- the summary the query reads (it lags) -------------------------------------
+    def _summary_time(self) -> float:
+        now = time.monotonic()
+        return now if self.summary_paused_at is None else min(now, self.summary_paused_at)
+
     def _summary_labels(self, wf: Workflow, now: float) -> dict[str, str]:
         labels = dict(wf.labels)
         for at, patch in wf.label_patches:
@@ -205,6 +218,17 @@ class FakeCromwell:
 
     def _summarized(self, wf: Workflow, now: float) -> bool:
         return wf.submitted_at + self.summary_lag <= now
+
+    @staticmethod
+    def _changed(wf: Workflow) -> None:
+        """Record the workflow's status (with its name, start and end) for the summary."""
+        wf.history.append((time.monotonic(), wf.status, wf.name, wf.start, wf.end))
+
+    def _summary(self, wf: Workflow, now: float) -> dict[str, Any]:
+        """What the query shows of the workflow: its latest state at least the lag old."""
+        known = [h for h in wf.history if h[0] + self.summary_lag <= now] or wf.history[:1]
+        _, status, name, start, end = known[-1]
+        return {"status": status, "name": name, "start": start, "end": end}
 
     def _current_labels(self, wf: Workflow) -> dict[str, str]:
         labels = dict(wf.labels)
@@ -238,6 +262,7 @@ class FakeCromwell:
         labels["cromwell-workflow-id"] = f"cromwell-{wid}"
         wf = Workflow(wid, parts.get("workflowSource", b"").decode("utf-8"), labels, time.monotonic(), now_iso())
         with self.lock:
+            self._changed(wf)
             self.workflows[wid] = wf
         threading.Thread(target=self._run, args=(wf,), name=f"fake-cromwell-{wid[:8]}", daemon=True).start()
         return 201, {"id": wid, "status": "Submitted"}
@@ -322,7 +347,7 @@ class FakeCromwell:
         extra = by_key.get("additionalQueryResultFields", [])
         if set(extra) - {"labels", "parentWorkflowId"}:
             return 400, fail(f"Unrecognized additionalQueryResultFields: {extra}")
-        now = time.monotonic()
+        now = self._summary_time()
         results = []
         with self.lock:
             for wf in self.workflows.values():
@@ -339,18 +364,17 @@ class FakeCromwell:
                     continue
                 if any(labels.get(k) == v for k, v in label_filters["excludeLabelOr"]):
                     continue
+                summary = self._summary(wf, now)
                 if "id" in by_key and wf.id not in by_key["id"]:
                     continue
-                if "status" in by_key and wf.status not in by_key["status"]:
+                if "status" in by_key and summary["status"] not in by_key["status"]:
                     continue
-                if "name" in by_key and wf.name not in by_key["name"]:
+                if "name" in by_key and summary["name"] not in by_key["name"]:
                     continue
-                result: dict[str, Any] = {"id": wf.id, "status": wf.status, "submission": wf.submission}
-                if wf.name:
-                    result["name"] = wf.name
-                for key in ("start", "end"):
-                    if getattr(wf, key):
-                        result[key] = getattr(wf, key)
+                result: dict[str, Any] = {"id": wf.id, "status": summary["status"], "submission": wf.submission}
+                for key in ("name", "start", "end"):
+                    if summary[key]:
+                        result[key] = summary[key]
                 if "labels" in extra:
                     result["labels"] = labels
                 results.append(result)
@@ -363,7 +387,7 @@ class FakeCromwell:
         if problems:
             return 400, fail(",".join(problems))
         wf, error = self.get_workflow(wid)
-        if error and error[0] == 404 or (wf is not None and not self._summarized(wf, time.monotonic())):
+        if error and error[0] == 404 or (wf is not None and not self._summarized(wf, self._summary_time())):
             return 404, fail(f"Unrecognized workflow ID: {wid}")
         if error:
             return error
@@ -380,14 +404,24 @@ class FakeCromwell:
             if wf is None or wf.status in _TERMINAL:
                 return 404, error(f"Couldn't abort {wid} because no workflow with that ID is in progress")
             wf.aborting = True
-            if wf.status == "Submitted":
+            if wf.status in ("Submitted", "On Hold"):  # not picked up: removed from the store, never run
                 wf.status = "Aborted"
                 wf.end = now_iso()
-            else:
-                wf.status = "Aborting"
+                self._changed(wf)
+                return 200, {"id": wid, "status": "Aborted"}
+            wf.status = "Aborting"
+            self._changed(wf)
         # Cromwell answers at once and stops the job in the background.
         threading.Thread(target=self._kill, args=(wf,), name=f"fake-cromwell-abort-{wid[:8]}", daemon=True).start()
         return 200, {"id": wid, "status": "Aborting"}
+
+    def get_labels(self, wid: str) -> tuple[int, Any]:
+        wf, error = self.get_workflow(wid)
+        if error:
+            return error
+        assert wf is not None
+        with self.lock:
+            return 200, {"id": wid, "labels": self._current_labels(wf)}
 
     # -- the backend ---------------------------------------------------------------------
     def _run(self, wf: Workflow) -> None:
@@ -397,6 +431,7 @@ class FakeCromwell:
                 return
             wf.status = "Running"
             wf.start = now_iso()
+            self._changed(wf)
         try:
             parsed = parse_wdl(wf.source)
         except ValueError as e:
@@ -405,6 +440,7 @@ class FakeCromwell:
                     {"message": str(e), "causedBy": []}]}]  # fmt: skip
                 wf.status = "Failed"
                 wf.end = now_iso()
+                self._changed(wf)
             return
         call_name = f"{parsed.workflow}.{parsed.task}"
         execution = os.path.join(
@@ -439,6 +475,7 @@ class FakeCromwell:
         args += ["--entrypoint", "/bin/sh", runtime.get("docker", ""), "-c", parsed.command]
         with self.lock:
             wf.name = parsed.workflow
+            self._changed(wf)
             wf.call_name = call_name
             wf.call = {
                 "executionStatus": "QueuedInCromwell", "attempt": 1, "shardIndex": -1, "backend": "Local",
@@ -495,6 +532,7 @@ class FakeCromwell:
                 wf.failures = [{"message": "Workflow failed", "causedBy": [{"message": text, "causedBy": []}]}]
                 wf.status = "Failed"
             wf.end = now_iso()
+            self._changed(wf)
 
 
 def bind_mount(source: str, target: str, mode: str) -> str:
@@ -580,6 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
                     ("GET", "status"): lambda: fake.status(wid),
                     ("GET", "metadata"): lambda: fake.metadata(wid),
                     ("GET", "logs"): lambda: fake.logs(wid),
+                    ("GET", "labels"): lambda: fake.get_labels(wid),
                     ("POST", "abort"): lambda: fake.abort(wid),
                     ("PATCH", "labels"): lambda: fake.patch_labels(wid, json.loads(body or b"null")),
                 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from pfcon.adapters.compute.cromwell import JOB_LABEL, REMOVED_LABEL, CromwellCo
 from pfcon.adapters.compute.options import parse_container_user
 from pfcon.domain.errors import BackendUnavailable, JobNotFound
 from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     ComputeCapabilities,
     ContainerJob,
@@ -106,6 +109,10 @@ class TestCromwellCompute(ComputeContract):
 
 
 # -- what matters about workflows ---------------------------------------------------------------
+
+
+def labelled(instance: str, kind: str = "plugin") -> dict[str, str]:
+    return {JOB_TYPE_LABEL: kind, INSTANCE_LABEL: instance}  # as the domain sets them
 
 
 def run(compute: CromwellCompute, command: str, wait: bool = True, **job: Any) -> str:
@@ -267,6 +274,80 @@ def test_logs_the_server_cannot_read_say_where_they_are(cromwell: FakeCromwell, 
     assert "cannot read" in state.logs
     assert f"stdout: {elsewhere}/stdout" in state.logs and f"stderr: {elsewhere}/stderr" in state.logs
     assert "hidden" not in state.logs and "stderr:" not in state.info.message
+
+
+def test_cancel_aborts_the_workflow_and_a_restarted_server_still_sees_it_cancelled(
+    cromwell: FakeCromwell, storebase: str
+) -> None:
+    compute = make_compute(cromwell, storebase)
+    name = run(compute, "echo before-cancel; sleep 60", wait=False, labels=labelled("inst-a"))
+    wait_for(lambda: "before-cancel" in compute.state(name, 10).logs, 30, 0.1)
+    info = compute.cancel(name)
+    assert (info.status, info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    (workflow,) = cromwell.workflows.values()
+    wait_for(lambda: workflow.status == "Aborted", 30, 0.1)  # it stopped
+    assert not fake_containers()
+    fresh = make_compute(cromwell, storebase)  # a restarted server: no memory of the abort
+
+    def cancelled() -> bool:
+        try:
+            state = fresh.state(name, 10)
+        except JobNotFound:
+            return False  # Cromwell's summary has not caught up with the submission yet
+        return (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+
+    wait_for(cancelled, 10, 0.1)
+    assert "before-cancel" in fresh.state(name, 10).logs  # its logs stay
+    wait_for(lambda: [(s.name, s.message) for s in fresh.list_jobs("inst-a")] == [(name, CANCELLED_MESSAGE)], 10, 0.1)
+
+
+def test_cancel_before_cromwell_picks_the_workflow_up_means_it_never_runs(
+    cromwell: FakeCromwell, storebase: str
+) -> None:
+    cromwell.pickup_delay = 5.0
+    compute = make_compute(cromwell, storebase)
+    name = run(compute, "echo ran > /dev/stderr", wait=False, labels=labelled("inst-a"))
+    assert compute.cancel(name).message == CANCELLED_MESSAGE
+    (workflow,) = cromwell.workflows.values()
+    assert workflow.status == "Aborted" and workflow.call is None
+    [summary] = compute.list_jobs("inst-a")  # before Cromwell's summary has the workflow: from memory
+    assert (summary.name, summary.status, summary.message) == (name, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert summary.image == TEST_IMAGE and summary.resources == Resources(1, 500, 64, 0)
+
+
+def test_the_fake_aborts_and_summarizes_as_cromwell_does(cromwell: FakeCromwell, storebase: str) -> None:
+    """What the adapter copes with, as Cromwell's sources show it (fake_cromwell.py's docstring):
+    abort's answers, and a query summary that lags behind the workflow's status."""
+    cromwell.pickup_delay = 30.0
+    compute = make_compute(cromwell, storebase)
+    pending = run(compute, "true", wait=False, labels=labelled("inst-a"))
+    (wid,) = cromwell.workflows
+    api = f"{cromwell.url}/api/workflows/v1"
+    assert httpx.post(f"{api}/{wid}/abort").json() == {"id": wid, "status": "Aborted"}  # never picked up
+    assert httpx.post(f"{api}/{wid}/abort").status_code == 404  # no longer in progress
+    assert httpx.get(f"{api}/{wid}/labels").json()["labels"][JOB_LABEL] == pending
+
+    def summarized(workflow_id: str) -> list[str]:
+        return [r["status"] for r in httpx.post(f"{api}/query", json=[{"id": workflow_id}]).json()["results"]]
+
+    wait_for(lambda: summarized(wid) == ["Aborted"], 10, 0.05)
+    cromwell.pickup_delay = 0.0
+    running = run(compute, "echo started; sleep 30", wait=False, labels=labelled("inst-a"))
+    wait_for(lambda: "started" in compute.state(running, 10).logs, 30, 0.1)
+    wid2 = next(w for w in cromwell.workflows if w != wid)
+    wait_for(lambda: summarized(wid2) == ["Running"], 10, 0.05)
+    cromwell.summary_paused_at = time.monotonic()  # the summary falls behind from here
+    assert httpx.post(f"{api}/{wid2}/abort").json() == {"id": wid2, "status": "Aborting"}  # not by this adapter
+    wait_for(lambda: cromwell.workflows[wid2].status == "Aborted", 30, 0.1)
+    assert summarized(wid2) == ["Running"]
+    # the adapter reads a job in progress (by the summary) from its metadata: cancelled
+    assert compute.info(running).message == CANCELLED_MESSAGE
+    assert {s.name: s.message for s in compute.list_jobs("inst-a")} == {
+        pending: CANCELLED_MESSAGE,
+        running: CANCELLED_MESSAGE,
+    }
+    cromwell.summary_paused_at = None
+    wait_for(lambda: summarized(wid2) == ["Aborted"], 10, 0.05)
 
 
 def test_cromwell_down_is_backend_unavailable_naming_it_and_recovers(cromwell: FakeCromwell, storebase: str) -> None:

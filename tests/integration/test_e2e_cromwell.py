@@ -224,6 +224,42 @@ def test_delete_running_job_aborts_its_workflow(client: Client, server: Server, 
     assert e.value.code == 404
 
 
+def test_the_operator_lists_and_cancels_a_running_job(client: Client, server: Server, cromwell: FakeCromwell) -> None:
+    """Issue 12 through the admin routes: the listing, and cancel (an abort) that keeps the
+    job's data and logs, where DELETE keeps pfcon's meaning."""
+    headers = {"Authorization": f"Bearer {client.auth_token}"}
+    job = jid()
+    script = 'echo partial > "$1"/partial.txt; echo before-cancel; sleep 120'
+    client.submit_job(job, descriptors(script=script), make_zip({"x.txt": b"x"}))
+    deadline = time.monotonic() + 30
+    while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    [listed] = [j for j in r.json()["jobs"] if j["jid"] == job]
+    assert (listed["name"], listed["kind"], listed["status"], listed["scheduler"]) == (job, "plugin", "started", "cromwell")
+    assert listed["image"] == TEST_IMAGE and listed["created"] and listed["node"] == ""  # Cromwell does not say where
+    assert listed["resources"] == {"number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0}
+    r = requests.post(f"{server.api}admin/jobs/{job}/cancel/", headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (r.json()["compute"]["status"], r.json()["compute"]["message"]) == ("finishedWithError", "cancelled")
+    workflow = only_workflow(cromwell, job)
+    deadline = time.monotonic() + 30
+    while workflow.status != "Aborted":  # it stops
+        assert time.monotonic() < deadline, workflow.status
+        time.sleep(0.1)
+    status = client.get_job_status(job)["compute"]
+    assert (status["status"], status["message"]) == ("finishedWithError", "cancelled")
+    assert "before-cancel" in status["logs"]  # its logs stay
+    with zipfile.ZipFile(io.BytesIO(client.get_job_zip_data(job))) as z:  # and its data
+        assert z.namelist() == ["partial.txt"]
+    client.delete_job(job)  # DELETE removes it all
+    assert no_key_dirs(server)
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=30)
+    assert job not in {j["jid"] for j in r.json()["jobs"]}
+
+
 @pytest.fixture
 def slow_backend(docker_client: Any, tmp_path: Any) -> Iterator[tuple[FakeCromwell, Server]]:
     """A fake Cromwell whose ``docker run`` takes a second to create the container (a loaded

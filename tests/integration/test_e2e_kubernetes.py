@@ -207,6 +207,42 @@ def test_delete_running_job_and_duplicates(client: Client, server: Server, clust
         assert e.value.code == 404
 
 
+def test_the_operator_lists_and_cancels_a_running_job(client: Client, server: Server, cluster: Cluster) -> None:
+    """Issue 12 through the admin routes on Kubernetes: the listing (with the node), cancel
+    that keeps the job's pod, data and logs, and DELETE that keeps pfcon's meaning."""
+    headers = {"Authorization": f"Bearer {client.auth_token}"}
+    job = jid()
+    script = 'echo partial > "$1"/partial.txt; echo before-cancel; trap "exit 143" TERM; sleep 300 & wait'
+    client.submit_job(job, descriptors(script=script), make_zip({"a.txt": b"a"}))
+    deadline = time.monotonic() + 120
+    while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    [listed] = [j for j in r.json()["jobs"] if j["jid"] == job]
+    assert (listed["kind"], listed["status"], listed["scheduler"]) == ("plugin", "started", "kubernetes")
+    assert listed["resources"] == {"number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0}
+    assert listed["node"] and listed["created"].endswith("Z")
+    r = requests.post(f"{server.api}admin/jobs/{job}/cancel/", headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    assert (r.json()["compute"]["status"], r.json()["compute"]["message"]) == ("finishedWithError", "cancelled")
+    deadline = time.monotonic() + 120
+    while not cluster.api.read_job(cluster.namespace, job)["status"].get("failed"):  # it stops; the Job stays
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    status = client.get_job_status(job)["compute"]
+    assert (status["status"], status["message"]) == ("finishedWithError", "cancelled")
+    assert "before-cancel" in status["logs"]  # its logs stay
+    with zipfile.ZipFile(io.BytesIO(client.get_job_zip_data(job))) as z:  # and its data
+        assert z.namelist() == ["partial.txt"]
+    client.delete_job(job)  # DELETE removes it all
+    assert not job_exists(cluster, job)
+    assert not os.path.exists(os.path.join(server.storebase, f"key-{job}"))
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
+    assert job not in {j["jid"] for j in r.json()["jobs"]}
+
+
 # -- fslink (in-network): storeBase is CUBE's storage root ------------------------------------
 
 

@@ -7,9 +7,12 @@ recovery without a restart)."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +22,7 @@ from pfconclient.client import Client
 from pfconclient.exceptions import PfconRequestException
 
 from ..contracts.storage import read_dir, write_files
-from .conftest import PLUGIN_IMAGE, _require
+from .conftest import PLUGIN_IMAGE, TEST_IMAGE, _require
 from .server import Server, start_server
 from .test_e2e_v6 import check_cycle, feed, v6_cycle
 from .test_e2e_zipfile import descriptors, make_zip, read_tree, wait_terminal, write_tree
@@ -133,6 +136,51 @@ def test_fslink_v5_and_v6_cycles_with_op_jobs_on_slurm(fslink_server: Server) ->
 
 
 @pytest.mark.faults
+def test_the_operator_lists_and_cancels_a_running_job(
+    client: Client, server: Server, slurm_cluster: list[str], docker_client: Any
+) -> None:
+    """Issue 12 through the admin routes: the listing (with the node), and cancel (scancel)
+    that keeps the job's data and logs, where DELETE keeps pfcon's meaning."""
+    headers = {"Authorization": f"Bearer {client.auth_token}"}
+    done, job = jid(), jid()
+    client.submit_job(done, descriptors(script="echo quick"), make_zip({"a.txt": b"a"}))
+    assert wait_terminal(client, done, 180)["compute"]["status"] == "finishedSuccessfully"
+    script = 'echo partial > "$1"/partial.txt; echo before-cancel; sleep 300'
+    client.submit_job(job, descriptors(script=script), make_zip({"a.txt": b"a"}))
+    deadline = time.monotonic() + 180
+    while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    ours = [j for j in r.json()["jobs"] if j["jid"] in (job, done)]
+    assert [j["jid"] for j in ours] == [job, done]  # newest first
+    running, finished = ours
+    assert (running["kind"], running["status"], running["scheduler"], running["image"]) == (
+        "plugin", "started", "slurm", TEST_IMAGE,
+    )  # fmt: skip
+    assert running["node"] in slurm_cluster and running["created"]
+    assert running["resources"] == {"number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0}
+    assert (finished["status"], finished["node"] in slurm_cluster) == ("finishedSuccessfully", True)
+    r = requests.post(f"{server.api}admin/jobs/{job}/cancel/", headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    assert (r.json()["compute"]["status"], r.json()["compute"]["message"]) == ("finishedWithError", "cancelled")
+    deadline = time.monotonic() + 60
+    while docker_client.containers.list(all=True, filters={"name": job}):  # it stops
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    status = client.get_job_status(job)["compute"]
+    assert (status["status"], status["message"]) == ("finishedWithError", "cancelled")
+    assert "before-cancel" in status["logs"]  # its logs stay
+    with zipfile.ZipFile(io.BytesIO(client.get_job_zip_data(job))) as z:  # and its data
+        assert z.namelist() == ["partial.txt"]
+    for name in (job, done):
+        client.delete_job(name)  # DELETE removes it all
+        assert not os.path.exists(os.path.join(server.storebase, JOBS_DIR, name))
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
+    assert not {job, done} & {j["jid"] for j in r.json()["jobs"]}
+
+
 def test_slurmctld_down_is_503_naming_slurm_and_the_server_recovers(client: Client, server: Server) -> None:
     job = jid()
     client.submit_job(job, descriptors(script="echo hi"), make_zip({"a.txt": b"a"}))

@@ -4,10 +4,12 @@ ChRIS plugin image, refusals, and the swarm leaving under a running server."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +281,37 @@ def test_swarm_left_under_a_running_server_then_back(client: Client, server: Ser
     client.delete_job(fresh)
     assert no_key_dirs(server)
     assert server.process.poll() is None
+
+
+def test_the_operator_lists_and_cancels_a_running_job(client: Client, server: Server, swarm_client: Any) -> None:
+    """Issue 12 through the admin routes on Swarm: the listing (with the node), cancel that
+    keeps the job's data and logs, and DELETE that keeps pfcon's meaning."""
+    headers = {"Authorization": f"Bearer {client.auth_token}"}
+    job = jid()
+    script = 'echo partial > "$1"/partial.txt; echo before-cancel; sleep 300'
+    client.submit_job(job, descriptors(script=script), make_zip({"a.txt": b"a"}))
+    deadline = time.monotonic() + 60
+    while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    [listed] = [j for j in r.json()["jobs"] if j["jid"] == job]
+    assert (listed["kind"], listed["status"], listed["scheduler"]) == ("plugin", "started", "swarm")
+    assert listed["resources"] == {"number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0}
+    assert listed["node"] == swarm_client.info()["Name"]
+    r = requests.post(f"{server.api}admin/jobs/{job}/cancel/", headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (r.json()["compute"]["status"], r.json()["compute"]["message"]) == ("finishedWithError", "cancelled")
+    deadline = time.monotonic() + 60
+    while [t for t in swarm_client.api.tasks(filters={"service": job}) if t["Status"]["State"] == "running"]:
+        assert time.monotonic() < deadline  # it stops
+        time.sleep(0.5)
+    status = client.get_job_status(job)["compute"]
+    assert (status["status"], status["message"]) == ("finishedWithError", "cancelled")
+    assert "before-cancel" in status["logs"]  # its logs stay
+    with zipfile.ZipFile(io.BytesIO(client.get_job_zip_data(job))) as z:  # and its data
+        assert z.namelist() == ["partial.txt"]
+    client.delete_job(job)  # DELETE removes it all
+    assert job not in job_services(swarm_client)
+    assert not os.path.exists(os.path.join(server.storebase, f"key-{job}"))

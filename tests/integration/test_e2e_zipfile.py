@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -279,3 +280,65 @@ def test_server_stays_responsive_under_load(client: Client, server: Server) -> N
         wait_terminal(client, job)
         client.delete_job(job)
     assert not os.path.exists(os.path.join(server.storebase, f"key-{job_upload}"))
+
+
+def test_the_operator_lists_and_cancels_a_running_job_and_a_restart_keeps_it_cancelled(
+    docker_client: Any, tmp_path: Any
+) -> None:
+    """Issue 12 through the admin routes on Docker: the listing (this instance's jobs only),
+    cancel that keeps the job's data and logs, still cancelled for a restarted server, and
+    DELETE that keeps pfcon's meaning."""
+    storebase = tmp_path / "storeBase"
+    storebase.mkdir()
+    instance = f"e2e-{uuid.uuid4().hex[:8]}"
+    done, job = jid(), jid()
+    servers = [start_server(str(storebase), str(tmp_path / "server.log"), PFCON_INSTANCE=instance)]
+    try:
+        client = Client(servers[0].api, servers[0].token())
+        headers = {"Authorization": f"Bearer {client.auth_token}"}
+        client.submit_job(done, descriptors(script="echo quick"), make_zip({"a.txt": b"a"}))
+        assert wait_terminal(client, done)["compute"]["status"] == "finishedSuccessfully"
+        script = 'echo partial > "$1"/partial.txt; echo before-cancel; sleep 300'
+        client.submit_job(job, descriptors(script=script), make_zip({"a.txt": b"a"}))
+        deadline = time.monotonic() + 60
+        while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = requests.get(f"{servers[0].api}admin/jobs/", headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert [j["jid"] for j in r.json()["jobs"]] == [job, done]  # this instance's only, newest first
+        running, finished = r.json()["jobs"]
+        assert (running["kind"], running["status"], running["scheduler"], running["image"]) == (
+            "plugin", "started", "docker", TEST_IMAGE,
+        )  # fmt: skip
+        assert running["resources"] == {"number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0}
+        assert running["node"] == docker_client.info()["Name"] and running["created"] > finished["created"]
+        assert finished["status"] == "finishedSuccessfully"
+
+        r = requests.post(f"{servers[0].api}admin/jobs/{job}/cancel/", headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert (r.json()["compute"]["status"], r.json()["compute"]["message"]) == ("finishedWithError", "cancelled")
+        assert docker_client.api.inspect_container(job)["State"]["Status"] == "exited"  # it stopped, and is kept
+
+        servers[0].stop()  # the server restarts: the cancellation is not in its memory
+        servers.append(start_server(str(storebase), str(tmp_path / "server2.log"), PFCON_INSTANCE=instance))
+        client = Client(servers[1].api, servers[1].token())
+        status = client.get_job_status(job)["compute"]
+        assert (status["status"], status["message"]) == ("finishedWithError", "cancelled")
+        assert "before-cancel" in status["logs"]  # its logs stay
+        with zipfile.ZipFile(io.BytesIO(client.get_job_zip_data(job))) as z:  # and its data
+            assert z.namelist() == ["partial.txt"]
+        headers = {"Authorization": f"Bearer {client.auth_token}"}
+        listed = requests.get(f"{servers[1].api}admin/jobs/", headers=headers, timeout=30).json()["jobs"]
+        assert [(j["jid"], j["message"]) for j in listed][0] == (job, "cancelled")
+        for name in (job, done):
+            client.delete_job(name)  # DELETE removes it all
+            assert not os.path.exists(os.path.join(storebase, f"key-{name}"))
+        assert requests.get(f"{servers[1].api}admin/jobs/", headers=headers, timeout=30).json() == {"jobs": []}
+        assert os.listdir(storebase / ".pfcon-docker") == []  # the cancellation went with the job
+    finally:
+        for server in servers:
+            server.stop()
+        for name in (job, done):
+            with contextlib.suppress(Exception):
+                docker_client.api.remove_container(name, force=True)

@@ -317,6 +317,88 @@ def test_outputs_listing_and_errors_leave_no_file(tmp_path: Any, capsys: Any, mo
 
 def test_in_process_is_an_option_of_every_job_command() -> None:
     parser = cli.build_parser()
-    for argv in (["submit", "j", "--image", "i"], ["status", "j"], ["logs", "j"], ["outputs", "j"], ["delete", "j"]):
+    for argv in (["submit", "j", "--image", "i"], ["status", "j"], ["logs", "j"], ["outputs", "j"], ["delete", "j"],
+                 ["list"], ["cancel", "j"]):
         assert parser.parse_args([*argv, "--in-process"]).in_process is True
         assert parser.parse_args(argv).in_process is False
+
+
+# -- the operator's commands: list and cancel (issue 12) -------------------------------------
+
+
+def _submit(api: Api, capsys: Any, tmp_path: Any, jid: str) -> None:
+    (tmp_path / "in").mkdir(exist_ok=True)
+    code, _, err = run(capsys, "submit", jid, "--url", URL, "--image", IMAGE, "--input", str(tmp_path / "in"),
+                       "--cpu-limit", "500", "--memory-limit", "200", "--", "true", client=api.client)
+    assert code == 0, err
+
+
+def test_list_and_cancel_over_http(api: Api, tmp_path: Any, capsys: Any) -> None:
+    code, out, err = run(capsys, "list", "--url", URL, client=api.client)
+    assert (code, out.split(), err) == (0, list(cli.LIST_COLUMNS), "")  # the header only
+    _submit(api, capsys, tmp_path, "cli-1")
+    _submit(api, capsys, tmp_path, "cli-2")
+    api.compute.start("cli-2")
+    api.compute.jobs["cli-2"].logs = "working\n"
+
+    code, out, err = run(capsys, "list", "--url", URL, "--json", client=api.client)
+    assert code == 0, err
+    jobs = json.loads(out)["jobs"]
+    assert [(j["jid"], j["status"]) for j in jobs] == [("cli-2", "started"), ("cli-1", "notstarted")]
+    assert jobs[0]["resources"] == {"number_of_workers": 1, "cpu_limit": 500, "memory_limit": 200, "gpu_limit": 0}
+
+    code, out, err = run(capsys, "list", "--url", URL, client=api.client)
+    assert code == 0, err
+    header, first, second = out.splitlines()
+    assert header.split() == list(cli.LIST_COLUMNS)
+    assert first.split()[:3] == ["cli-2", "plugin", "started"]
+    assert "500m" in first.split() and "200Mi" in first.split() and "fake-node" in first.split()
+    assert second.split()[0] == "cli-1"
+
+    code, out, err = run(capsys, "cancel", "cli-2", "--url", URL, client=api.client)
+    assert code == 0, err
+    cancelled = json.loads(out)
+    assert (cancelled["jid"], cancelled["status"], cancelled["message"]) == ("cli-2", "finishedWithError", "cancelled")
+    assert "logs" not in cancelled
+    assert run(capsys, "logs", "cli-2", "--url", URL, client=api.client) == (0, "working\n", "")  # kept
+    code, out, _ = run(capsys, "list", "--url", URL, "--json", client=api.client)
+    assert json.loads(out)["jobs"][0]["message"] == "cancelled"
+
+    code, out, err = run(capsys, "cancel", "cli-9", "--url", URL, client=api.client)
+    assert code == 1 and out == "" and err.startswith("pfcon: ") and "cli-9" in err
+
+
+def test_list_and_cancel_in_process(app_factory: Callable[..., Api], tmp_path: Any, capsys: Any,
+                                    monkeypatch: Any) -> None:
+    api = app_factory()
+    service = api.client.app.state.container.job_service()
+    monkeypatch.setattr(cli, "_service", lambda settings: service)
+    monkeypatch.setattr(cli, "_settings", lambda: None)
+    _submit(api, capsys, tmp_path, "cli-1")
+    api.compute.start("cli-1")
+    code, out, err = run(capsys, "list", "--in-process", "--json")
+    assert code == 0, err
+    [job] = json.loads(out)["jobs"]
+    assert (job["jid"], job["status"], job["scheduler"]) == ("cli-1", "started", "docker")
+    code, out, err = run(capsys, "cancel", "cli-1", "--in-process")
+    assert code == 0, err
+    assert json.loads(out)["message"] == "cancelled"
+    assert run(capsys, "cancel", "cli-9", "--in-process")[0] == 1
+
+
+def test_jobs_table_shows_age_and_dashes_for_the_unknown() -> None:
+    import datetime
+
+    now = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    jobs = [
+        {"jid": "a", "kind": "copy", "status": "started", "created": "2026-01-01T11:58:30.000000Z",
+         "image": "img", "resources": None, "node": "", "message": "x " * 100},
+        {"jid": "b", "kind": "plugin", "status": "notstarted", "created": "", "image": "img2",
+         "resources": {"cpu_limit": 250, "memory_limit": 64}, "node": "n1", "message": "created"},
+    ]  # fmt: skip
+    _, a, b = cli.jobs_table(jobs, now).splitlines()
+    assert a.split()[:8] == ["a", "copy", "started", "1m", "img", "-", "-", "-"]
+    assert a.endswith("...")
+    assert b.split() == ["b", "plugin", "notstarted", "-", "img2", "250m", "64Mi", "n1", "created"]
+    assert cli.age("2026-01-01T10:00:00Z", now) == "2h" and cli.age("2025-12-30T12:00:00Z", now) == "2d"
+    assert cli.age("garbage", now) == ""

@@ -40,7 +40,11 @@ for _kind, _path in V6_LISTS.items():
     STATUSES[(_path + "/{jid}", "get")] = {200, 401, 404, 500, 503}
     STATUSES[(_path + "/{jid}", "delete")] = {204, 401, 500, 503}
 STATUSES[(PFILE, "get")] = {200, 400, 401, 404, 500, 503}
-JOB_ROUTES = (JOBS, *V6_LISTS.values())
+# The operator's routes (issue 12: not pfcon's), behind the same token.
+ADMIN_JOBS, CANCEL = f"{API}/admin/jobs", f"{API}/admin/jobs/{{jid}}/cancel"
+STATUSES[(ADMIN_JOBS, "get")] = {200, 401, 500, 503}
+STATUSES[(CANCEL, "post")] = {200, 401, 404, 500, 503}
+JOB_ROUTES = (JOBS, *V6_LISTS.values(), f"{API}/admin/")
 SUCCESS_SCHEMAS = {
     (HEALTH, "get"): "HealthBody",
     (READY, "get"): "ReadinessBody",
@@ -54,6 +58,8 @@ SUCCESS_SCHEMAS = {
     **{(path + "/{jid}", "get"): "OpJobBody" for path in V6_LISTS.values()},
     **{(path, "post"): "OpJobBody" for kind, path in V6_LISTS.items() if kind != "plugin"},
     (V6_LISTS["plugin"], "post"): "PluginJobBody",
+    (ADMIN_JOBS, "get"): "JobListBody",
+    (CANCEL, "post"): "StatusBody",
 }
 JOB_FIELDS = {
     "jid", "entrypoint", "args", "args_path_flags", "auid", "number_of_workers", "cpu_limit",
@@ -130,7 +136,8 @@ def test_every_status_the_app_maps_errors_to_is_documented(doc: dict[str, Any]) 
 @pytest.mark.parametrize(("path", "method"), list(SUCCESS_SCHEMAS))
 def test_success_responses_are_typed(doc: dict[str, Any], path: str, method: str) -> None:
     responses = doc["paths"][path][method]["responses"]
-    ok = responses["201" if method == "post" and path.startswith(JOB_ROUTES) else "200"]
+    created = method == "post" and path.startswith(JOB_ROUTES) and path != CANCEL
+    ok = responses["201" if created else "200"]
     assert ok["content"]["application/json"]["schema"] == ref(SUCCESS_SCHEMAS[(path, method)])
     assert doc["paths"][JOB]["delete"]["responses"]["204"].get("content") is None
 
@@ -270,6 +277,14 @@ def test_real_responses_conform(app_factory: Callable[..., Api]) -> None:
     conforms(doc, JOB, "delete", api.delete("/jobs/chris-jid-1/"))
     compute.down = None
 
+    conforms(doc, ADMIN_JOBS, "get", api.get("/admin/jobs/"))
+    conforms(doc, ADMIN_JOBS, "get", api.get("/admin/jobs/", headers=no_auth))
+    conforms(doc, CANCEL, "post", api.post("/admin/jobs/chris-jid-1/cancel/"))
+    conforms(doc, CANCEL, "post", api.post("/admin/jobs/chris-jid-9/cancel/"))  # 404
+    compute.down = "Docker engine unavailable: cannot connect to the engine"
+    conforms(doc, ADMIN_JOBS, "get", api.get("/admin/jobs/"))
+    conforms(doc, CANCEL, "post", api.post("/admin/jobs/chris-jid-1/cancel/"))
+    compute.down = None
     conforms(doc, JOB, "delete", api.delete("/jobs/chris-jid-1/"))
     conforms(doc, JOB, "delete", api.delete("/jobs/chris-jid-1/"))  # 404
 

@@ -2,6 +2,7 @@
 
 * ``v5`` — pfcon 5's ``/api/v1/jobs/`` (python-pfconclient 3.x);
 * ``v6`` — pfcon 6's ``/api/v1/{pluginjobs,copyjobs,uploadjobs,deletejobs}/`` (4.x);
+* ``admin`` — the operator's ``/api/v1/admin/jobs/`` (listing, cancel; not pfcon's);
 * here — what neither owns: health, readiness, tokens, and the application with its
   dependencies, the one auth guard and the one error table (``common``).
 """
@@ -22,7 +23,7 @@ from ..._lean import hidden
 from ...bootstrap import Container, wire_up
 from ...domain import errors as E
 from ...domain.services import AuthService, JobService
-from . import docs, v5, v6
+from . import admin, docs, v5, v6
 from .common import (
     API_PREFIX,
     CLIENT_CLOSED,
@@ -142,9 +143,9 @@ def create_app(container: Container) -> Litestar:
         await anyio.to_thread.run_sync(uploads.spool.stop)
 
     info = job_service.server_info()
-    jobs_router = Router(  # one guard and one security scheme for both generations
+    jobs_router = Router(  # one guard and one security scheme for both generations and the admin routes
         path="/",
-        route_handlers=[*v5.handlers(info.pfcon_innetwork), *v6.handlers(info.pfcon_innetwork)],
+        route_handlers=[*v5.handlers(info.pfcon_innetwork), *v6.handlers(info.pfcon_innetwork), *admin.handlers()],
         guards=[require_token],
         security=docs.SECURITY,
     )
