@@ -205,6 +205,8 @@ class ComputeContract:
             state = compute.state(job.name, 100)
             assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
         assert "before-cancel" in state.logs  # its logs stay
+        if isinstance(compute, KnownStatePort):  # what it answers from memory says so too
+            assert compute.known_state(job.name, 100) in (None, state)
         [summary] = compute.list_jobs(instance)
         assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
         compute.remove(job.name)  # DELETE still removes it

@@ -228,3 +228,28 @@ def test_statuses_never_go_back_across_the_exit_of_many_short_jobs(viewed: Docke
         assert seq[-1] is expected and set(seq[ranks.index(2) :]) == {expected}, (job.name, seq)
     polls = sum(len(s) for s in sequences.values())
     assert polls > 10 * count
+
+
+def test_a_cancelled_job_is_known_as_cancelled_also_after_a_restart(
+    viewed: DockerCompute, engine: Any, storebase: str
+) -> None:
+    from pfcon.domain.model import CANCELLED_MESSAGE
+
+    job = _job("echo started; sleep 60")
+    viewed.schedule(job)
+    EngineDriver().begin(viewed, job.name)
+    viewed.cancel(job.name)
+    wait_for(lambda: viewed.state(job.name, 100) is not None and _final(viewed, job.name), 60)
+    known = viewed.known_state(job.name, 100)
+    assert known is not None and (known.info.status, known.info.message) == (
+        JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE,
+    )  # fmt: skip
+    # a restarted server (a fresh adapter with its own view) reads the durable mark
+    fresh = DockerCompute(engine, DockerOptions(storebase=storebase, status_view=True, state_dir=viewed.options.state_dir))
+    try:
+        assert fresh.view is not None and fresh.view.wait_current(10)
+        wait_for(lambda: fresh.state(job.name, 100) is not None and fresh.known_state(job.name, 100) is not None, 60)
+        assert fresh.known_state(job.name, 100) == fresh.state(job.name, 100)
+        assert fresh.state(job.name, 100).info.message == CANCELLED_MESSAGE
+    finally:
+        fresh.close()

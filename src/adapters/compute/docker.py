@@ -417,6 +417,8 @@ class DockerCompute:
             raise BackendUnavailable(
                 f"cannot record the cancellation of {name} in {self.options.state_dir}: {e.strerror or e}"
             ) from None
+        if self.view is not None:  # a final state it kept before the mark is not the job's any more
+            self.view.forget(name)
         try:
             self.api.stop(cid, timeout=self.options.cancel_grace_seconds)
         except docker.errors.NotFound as e:
@@ -601,7 +603,8 @@ class DockerCompute:
         return decode_logs(raw)
 
     def known_state(self, name: str, log_tail: int) -> JobState | None:
-        """A finished job's state from the current view, without I/O (KnownStatePort)."""
+        """A finished job's state from the current view, without I/O (KnownStatePort). Its
+        final info was kept already marked (a job that had finished is never cancelled)."""
         view = self.view
         record = view.peek(name) if view is not None else None
         if record is not None and record.final is not None:
@@ -627,7 +630,8 @@ class DockerCompute:
             # exited before the logs were read: they are final (not Podman's transient "stopped")
             record = view.get(name)
             if record is not None and record.id == attrs.get("Id") and record.phase == EXITED:
-                view.keep_final(name, record.id, Final(info, log_tail, logs))
+                # kept as marked: known_state answers from it without reading the marks
+                view.keep_final(name, record.id, Final(self._as_marked(name, record.id, info), log_tail, logs))
         return JobState(self._as_marked(name, attrs.get("Id"), info), logs)
 
     def remove(self, name: str) -> None:
