@@ -22,7 +22,7 @@ from ..._lean import hidden
 from ...bootstrap import Container, wire_up
 from ...domain import errors as E
 from ...domain.services import AuthService, JobService
-from . import docs, v5, v6
+from . import docs, observe, v5, v6
 from .common import (
     API_PREFIX,
     CLIENT_CLOSED,
@@ -174,4 +174,6 @@ def create_app(container: Container) -> Litestar:
         )
     app.state.auth_service = auth_service
     app.state.container = container
+    token = settings.metrics.token
+    observe.install(app, container.telemetry(), runner, str(token) if token else None, lambda: uploads.spool.in_flight)
     return app
