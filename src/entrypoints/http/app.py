@@ -149,7 +149,9 @@ def create_app(container: Container) -> Litestar:
         security=docs.SECURITY,
     )
     api = Router(path=API_PREFIX, route_handlers=[health, readiness, auth_token, jobs_router])
-    with hidden(("pydantic", "attrs", "attr")):  # Litestar's plugins for them: our bodies are msgspec structs
+    # Litestar's plugins for pydantic and attrs (our bodies are msgspec structs) and its
+    # OpenTelemetry plugin (tracing is ours, and imported only when on: ADR 21)
+    with hidden(("pydantic", "attrs", "attr", "opentelemetry")):
         app = Litestar(
             route_handlers=[api, docs.static_assets_router()],
             dependencies={
