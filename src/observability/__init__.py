@@ -62,15 +62,17 @@ def build_telemetry(
     metrics_enabled: bool = True,
     tracing: TracingOptions | None = None,
     exporter: Any = None,
+    batch: bool = False,
 ) -> Telemetry:
     """The telemetry of a server. ``exporter`` (tests, bench) is an extra span exporter,
-    e.g. OpenTelemetry's InMemorySpanExporter; it turns tracing on by itself."""
+    e.g. OpenTelemetry's InMemorySpanExporter; it turns tracing on by itself. It exports
+    as each span ends, or with ``batch`` from a background thread as the real ones do."""
     metrics = Metrics(version=version, scheduler=scheduler, storage=storage)
     tracer = provider = None
     if (tracing is not None and tracing.exporters) or exporter is not None:
         from .tracing import start_tracing
 
-        provider, tracer = start_tracing(tracing or TracingOptions(), version, exporter=exporter)
+        provider, tracer = start_tracing(tracing or TracingOptions(), version, exporter=exporter, batch=batch)
     return Telemetry(
         metrics, scheduler, storage, tracer=tracer, provider=provider, metrics_enabled=metrics_enabled
     )

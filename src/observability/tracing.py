@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 DEFAULT_SERVICE_NAME = "pfcon"
 
 
-def start_tracing(options: TracingOptions, version: str, exporter: Any = None) -> tuple[Any, Any]:
-    """A tracer provider with the exporters of ``options`` (and ``exporter``, exported
-    synchronously: tests), and its tracer."""
+def start_tracing(
+    options: TracingOptions, version: str, exporter: Any = None, batch: bool = False
+) -> tuple[Any, Any]:
+    """A tracer provider with the exporters of ``options`` (and ``exporter``: tests and
+    bench; exported as each span ends unless ``batch``), and its tracer."""
     attributes: dict[str, str] = {"service.version": version}
     if options.service_name:
         attributes["service.name"] = options.service_name
@@ -50,7 +52,7 @@ def start_tracing(options: TracingOptions, version: str, exporter: Any = None) -
 
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     return provider, provider.get_tracer("pfcon", version)
 
 
