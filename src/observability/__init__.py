@@ -9,6 +9,7 @@ it. Tracing is off by default and then OpenTelemetry is never imported
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ class TracingOptions:
 
     exporters: tuple[str, ...] = ()  # "otlp" (OTLP over HTTP), "console"; empty: tracing off
     service_name: str | None = None  # None: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else "pfcon"
+
+
+SHUTDOWN_SECONDS = 5.0
 
 
 class Telemetry:
@@ -48,10 +52,14 @@ class Telemetry:
         """Whether anything is recorded at all (else the ports are not even wrapped)."""
         return self.metrics_enabled or self.tracer is not None
 
-    def shutdown(self) -> None:
-        """Flush the spans not exported yet (at server shutdown)."""
-        if self.provider is not None:
-            self.provider.shutdown()
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Flush the spans not exported yet (at server shutdown), for at most ``timeout``
+        seconds: a collector that does not answer must not hold the server's exit."""
+        if self.provider is None:
+            return
+        flush = threading.Thread(target=self.provider.shutdown, name="otel-shutdown", daemon=True)
+        flush.start()
+        flush.join(timeout)
 
 
 def build_telemetry(

@@ -41,7 +41,8 @@ def start_tracing(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):
         attributes["service.name"] = DEFAULT_SERVICE_NAME
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # Shut down by Telemetry.shutdown (bounded), not by the SDK's atexit hook (unbounded).
+    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
     for name in options.exporters:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

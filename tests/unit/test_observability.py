@@ -421,3 +421,29 @@ def test_tracing_options_come_from_the_settings() -> None:
         t.shutdown()
     off = build_telemetry(version="1", scheduler="docker", storage="zipfile", tracing=TracingOptions())
     assert off.tracer is None and off.active
+
+
+def test_shutdown_does_not_wait_for_a_collector_that_never_answers() -> None:
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class Stuck(SpanExporter):
+        def __init__(self) -> None:
+            self.started, self.release, self.exported = threading.Event(), threading.Event(), 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.started.set()
+            self.release.wait()
+            self.exported += len(spans)
+            return SpanExportResult.SUCCESS
+
+    stuck = Stuck()
+    t = telemetry(exporter=stuck, batch=True)
+    with t.tracer.start_as_current_span("a request"):
+        pass
+    try:
+        t.shutdown(timeout=0.2)  # returns although the export it started is still blocked
+        assert stuck.started.is_set() and stuck.exported == 0
+    finally:
+        stuck.release.set()

@@ -12,6 +12,7 @@ import hmac
 import time
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.enums import ScopeType
@@ -32,7 +33,11 @@ def install(app: Litestar, telemetry: Telemetry, runner: Runner, token: str | No
         return
     telemetry.metrics.watch_uploads(uploads_in_flight)
     app.asgi_handler = observe(app.asgi_handler, telemetry)
-    app.on_shutdown.append(telemetry.shutdown)
+
+    async def flush_spans() -> None:
+        await anyio.to_thread.run_sync(telemetry.shutdown)
+
+    app.on_shutdown.append(flush_spans)
     if telemetry.metrics_enabled:
         app.register(metrics_handler(telemetry, runner, token))
 
