@@ -16,6 +16,7 @@ what the metrics of jobs and staging need from what the calls return:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from typing import Any
 from ..domain import errors as E
 from ..domain.model import CANCELLED_MESSAGE, JOB_TYPE_LABEL, OP_KINDS, JobKind, JobStatus
 from . import Telemetry
+
+log = logging.getLogger(__name__)
 
 # What the ports' callers cause (a missing job, a bad request): not a backend error.
 CLIENT_ERRORS: tuple[type[E.DomainError], ...] = (
@@ -84,6 +87,14 @@ def _job_id(operation: str, args: tuple[Any, ...]) -> str | None:
     if len(args) > 1 and isinstance(args[1], str):  # (kind, jid)
         return args[1]
     return None
+
+
+def noticed(after: Callable[[tuple[Any, ...], Any, float], None], args: tuple[Any, ...], result: Any, elapsed: float) -> None:
+    """Run what a call's result teaches the metrics; a failure there never fails the call."""
+    try:
+        after(args, result, elapsed)
+    except Exception:  # observability must not break the use case
+        log.warning("metrics_update_failed", exc_info=True)
 
 
 def tree_bytes(path: str) -> int:
@@ -172,7 +183,7 @@ class ObservedPort:
                 elapsed = clock() - started
                 observe(elapsed)
                 if after is not None:
-                    after(args, result, elapsed)
+                    noticed(after, args, result, elapsed)
                 return result
 
             return observed

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .ports import CLIENT_ERRORS
+from .ports import CLIENT_ERRORS, noticed
 
 if TYPE_CHECKING:
     from . import TracingOptions
@@ -93,7 +93,7 @@ def traced_call(
             elapsed = clock() - started
             observe(elapsed)
             if after is not None:
-                after(args, result, elapsed)
+                noticed(after, args, result, elapsed)
             return result
 
     return observed

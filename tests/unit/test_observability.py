@@ -447,3 +447,12 @@ def test_shutdown_does_not_wait_for_a_collector_that_never_answers() -> None:
         assert stuck.started.is_set() and stuck.exported == 0
     finally:
         stuck.release.set()
+
+
+def test_a_result_the_metrics_cannot_read_never_fails_the_call() -> None:
+    class Odd(FakeCompute):
+        def info(self, name: str) -> Any:
+            return "not a JobInfo"
+
+    observed = instrument(Odd(), "compute", "docker", telemetry())
+    assert observed.info("anything") == "not a JobInfo"
