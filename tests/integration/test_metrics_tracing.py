@@ -129,3 +129,39 @@ def test_tracing_from_the_standard_variables_puts_trace_ids_in_the_logs(docker_c
     assert '"name": "storage.stage"' in text and '"name": "compute.schedule"' in text
     assert '"service.name": "pfcon-it"' in text
     assert '"pfcon.job_id": "%s"' % job in text
+
+
+def test_an_upload_being_received_is_in_flight(server: Server) -> None:
+    import http.client
+    import time
+
+    fields = {"jid": jid(), **{k: v for k, v in descriptors(script="true").items()}}
+    boundary = "obs-boundary-0123456789"
+    parts = []
+    for key, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{item}\r\n'.encode())
+    archive = make_zip({"a.txt": os.urandom(256 * 1024)})
+    head = b"".join(parts) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="data_file"; filename="d.zip"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    half = len(archive) // 2
+    conn = http.client.HTTPConnection(server.url.split("//")[1], timeout=30)
+    conn.putrequest("POST", "/api/v1/jobs/")
+    conn.putheader("Authorization", f"Bearer {server.token()}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(head) + len(archive) + len(tail)))
+    conn.endheaders()
+    conn.send(head + archive[:half])  # the rest is held back: the upload stays in flight
+    deadline = time.monotonic() + 20
+    while scrape(server)["pfcon_uploads_in_flight"] != 1:
+        assert time.monotonic() < deadline, "the upload never showed as in flight"
+        time.sleep(0.05)
+    conn.send(archive[half:] + tail)
+    response = conn.getresponse()
+    assert response.status == 201, response.read()
+    conn.close()
+    assert scrape(server)["pfcon_uploads_in_flight"] == 0
+    Client(server.api, server.token()).delete_job(fields["jid"])
