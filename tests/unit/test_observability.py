@@ -456,3 +456,12 @@ def test_a_result_the_metrics_cannot_read_never_fails_the_call() -> None:
 
     observed = instrument(Odd(), "compute", "docker", telemetry())
     assert observed.info("anything") == "not a JobInfo"
+
+
+def test_tracing_works_with_metrics_disabled(observed_api: Any, spans: Any) -> None:
+    t = build_telemetry(version="test", scheduler="docker", storage="zipfile", metrics_enabled=False, exporter=spans)
+    api, _ = observed_api(t, METRICS_ENABLED="false")
+    spans.clear()
+    assert api.submit("chris-jid-11").status_code == 201
+    assert {"POST /api/v1/jobs", "storage.stage", "compute.schedule"} <= {s.name for s in spans.get_finished_spans()}
+    assert api.client.get("/metrics").status_code == 404
