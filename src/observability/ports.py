@@ -10,7 +10,7 @@ what the metrics of jobs and staging need from what the calls return:
   saw scheduled or not yet finished (each job once; a job already finished when the
   server started is never counted) — see docs/adr/0021-metrics-and-tracing.md;
 * *staging* is ``stage``: its duration, the files it reports and the bytes under the
-  staged input.
+  staged input (counted in a background thread: ``ByteCounter``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +117,44 @@ def tree_bytes(path: str) -> int:
         except OSError:
             continue
     return total
+
+
+class ByteCounter:
+    """Adds up the bytes under staged inputs in one background thread, so that the walk
+    (about 5 µs a file: 25 ms for 5,000 files) never delays the request that staged them.
+    The job has just been scheduled when it runs: its input is still there."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, Callable[[float], None]]] = queue.Queue(maxsize=10_000)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def count(self, path: str, add: Callable[[float], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pfcon-staged-bytes", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait((path, add))
+        except queue.Full:  # thousands of stagings behind: rather miss some bytes than hold a request
+            log.warning("staged_bytes_not_counted", extra={"path": path})
+
+    def settle(self) -> None:
+        """Wait until every staging handed over so far is counted (tests)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            path, add = self._queue.get()
+            try:
+                add(tree_bytes(path))
+            except Exception:  # never let the counter's thread die
+                log.warning("staged_bytes_not_counted", exc_info=True)
+            finally:
+                self._queue.task_done()
+
+
+BYTE_COUNTER = ByteCounter()
 
 
 class ObservedPort:
@@ -260,4 +300,4 @@ class ObservedPort:
         metrics.staging_duration.labels(self._backend).observe(elapsed)
         metrics.staged_files.labels(self._backend).inc(max(0, result.nfiles))
         if result.nfiles > 0 and result.path:
-            metrics.staged_bytes.labels(self._backend).inc(tree_bytes(result.path))
+            BYTE_COUNTER.count(result.path, metrics.staged_bytes.labels(self._backend).inc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,12 @@ def test_a_job_cycle_on_docker_moves_the_counters_by_what_happened(server: Serve
         polls[job] += 1
     with pytest.raises(Exception):  # noqa: B017 - pfconclient's 404
         client.get_job_status(jid())
+    staged = sum(map(len, files.values())) + 1
+    bytes_key = 'pfcon_staged_bytes_total{storage="zipfile"}'
+    deadline = time.monotonic() + 20  # added up in a background thread, right after staging
+    while scrape(server).get(bytes_key, 0.0) - before.get(bytes_key, 0.0) != staged:
+        assert time.monotonic() < deadline, "the staged bytes were never counted"
+        time.sleep(0.05)
     for job in (ok, failing):
         client.delete_job(job)
     after = scrape(server)
@@ -94,7 +101,7 @@ def test_a_job_cycle_on_docker_moves_the_counters_by_what_happened(server: Serve
     assert moved('pfcon_http_requests_total{method="GET",route="/metrics",status="200"}') >= 2
     assert moved('pfcon_staging_duration_seconds_count{storage="zipfile"}') == 2
     assert moved('pfcon_staged_files_total{storage="zipfile"}') == len(files) + 1
-    assert moved('pfcon_staged_bytes_total{storage="zipfile"}') == sum(map(len, files.values())) + 1
+    assert moved(bytes_key) == staged
     assert moved('pfcon_backend_call_duration_seconds_count{backend="docker",operation="schedule",port="compute"}') == 2
     assert moved('pfcon_backend_call_duration_seconds_count{backend="docker",operation="remove",port="compute"}') == 2
     assert not [k for k, v in after.items() if k.startswith("pfcon_backend_errors_total") and v]
@@ -133,7 +140,6 @@ def test_tracing_from_the_standard_variables_puts_trace_ids_in_the_logs(docker_c
 
 def test_an_upload_being_received_is_in_flight(server: Server) -> None:
     import http.client
-    import time
 
     fields = {"jid": jid(), **{k: v for k, v in descriptors(script="true").items()}}
     boundary = "obs-boundary-0123456789"
