@@ -466,3 +466,16 @@ def test_tracing_works_with_metrics_disabled(observed_api: Any, spans: Any) -> N
     assert api.submit("chris-jid-11").status_code == 201
     assert {"POST /api/v1/jobs", "storage.stage", "compute.schedule"} <= {s.name for s in spans.get_finished_spans()}
     assert api.client.get("/metrics").status_code == 404
+
+
+def test_the_readme_names_every_metric_the_server_exports() -> None:
+    import re
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("## Operations: metrics and tracing", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(pfcon_[a-z_]+)`", section))
+    text = telemetry().metrics.render()[0].decode()
+    types = [line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE pfcon_")]
+    exported = {name + "_total" if kind == "counter" and not name.endswith("_total") else name for name, kind in types}
+    assert documented == exported
