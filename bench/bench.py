@@ -24,6 +24,9 @@ Run with ``make bench`` (or ``.venv/bin/python bench/bench.py``). Sections:
               plugin POST latency of /pluginjobs/ against /jobs/ (bench/v6_bench.py)
   concurrent  20 jobs submitted from 20 threads: submissions/s and finished jobs/s
   fake        status GET on a FakeCompute (framework overhead only), separate uvicorn process
+  tracing     the cost of observability: status GET and health/ on a FakeCompute with metrics off
+              (METRICS_ENABLED=false), metrics on (the default) and tracing on (every span
+              exported in batches to an exporter that drops them), three servers measured in turns
   memory      server RSS growth while downloading a 1 GiB output zip and uploading a 1 GiB zip
 
 Options: ``--quick`` (reduced counts, 64 MiB instead of 1 GiB: a smoke check),
@@ -71,7 +74,7 @@ from pfconclient.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "local/pfcon-busybox:1")
-SECTIONS = ("cube", "post", "status", "scale", "input", "k8s", "slurm", "e2e", "concurrent", "fake", "memory", "staging", "objectstores", "v6")
+SECTIONS = ("cube", "post", "status", "scale", "input", "k8s", "slurm", "e2e", "concurrent", "fake", "tracing", "memory", "staging", "objectstores", "v6")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TERMINAL = ("finishedSuccessfully", "finishedWithError", "undefined")
@@ -262,11 +265,18 @@ def start_pfcon(storebase: str, log_path: str) -> Proc:
     return Proc([sys.executable, "-m", "pfcon", "serve"], env, log_path, port)
 
 
-def start_fake(storebase: str, log_path: str, jid: str) -> Proc:
+def start_fake(storebase: str, log_path: str, jid: str, *args: str, **env: str) -> Proc:
     port = free_port()
     argv = [sys.executable, os.path.join(BENCH_DIR, "fake_server.py"), "--port", str(port),
-            "--storebase", storebase, "--jid", jid]
-    return Proc(argv, dict(os.environ), log_path, port)
+            "--storebase", storebase, "--jid", jid, *args]
+    return Proc(argv, {**os.environ, **env}, log_path, port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def read_rss_mib(pid: int) -> float:
@@ -762,6 +772,86 @@ class Bench:
         r.add("fake", "  /health/ via http.client p50 (no auth, no thread hop)", hh["p50"], "ms")
         if server_side:
             r.add("fake", "  server-side time (middleware) p50", pct(server_side, 50), "ms")
+
+    # -- section: observability's cost (metrics off / on / tracing on) -----------------------
+    def sec_tracing(self) -> None:
+        import http.client
+
+        n, rounds = self.n(2000, 200), 3
+        variants = {
+            "metrics off": ((), {"METRICS_ENABLED": "false"}),
+            "metrics on": ((), {}),
+            "tracing on": (("--tracing",), {}),
+        }
+        servers: dict[str, Proc] = {}
+        try:
+            for name, (args, env) in variants.items():
+                slug = name.replace(" ", "-")
+                store = os.path.join(self.tmp, f"obs-{slug}")
+                os.makedirs(store, exist_ok=True)
+                servers[name] = start_fake(store, os.path.join(self.tmp, f"obs-{slug}.log"),
+                                           f"{self.prefix}obs-1", *args, **env)
+            p50s: dict[tuple[str, str], list[float]] = {}
+            p99s: dict[tuple[str, str], list[float]] = {}
+            # The server's own CPU time per request (utime + stime of the process): what the
+            # middleware and the port proxy add, much less disturbed by a busy machine than
+            # wall-clock latency over loopback.
+            cpu: dict[tuple[str, str], float] = {}
+            for _ in range(rounds):
+                for name, srv in servers.items():
+                    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+                    for what, path in (("status", f"/api/v1/jobs/{self.prefix}obs-1/"), ("health", "/api/v1/health/")):
+                        out = []
+                        cpu_start = 0.0
+                        for i in range(n + 100):
+                            if i == 100:
+                                cpu_start = cpu_seconds(srv.pid)
+                            t0 = time.perf_counter()
+                            conn.request("GET", path, headers=srv.headers)
+                            resp = conn.getresponse()
+                            resp.read()
+                            if resp.status != 200:
+                                raise RuntimeError(f"GET {path} on {name}: {resp.status}")
+                            if i >= 100:  # the first 100: warm-up
+                                out.append(ms(time.perf_counter() - t0))
+                        cpu[(name, what)] = cpu.get((name, what), 0.0) + cpu_seconds(srv.pid) - cpu_start
+                        p50s.setdefault((name, what), []).append(pct(out, 50))
+                        p99s.setdefault((name, what), []).append(pct(out, 99))
+                    conn.close()
+            rss = {name: read_rss_mib(srv.pid) for name, srv in servers.items()}
+        finally:
+            for srv in servers.values():
+                srv.stop()
+        median = {k: statistics.median(v) for k, v in p50s.items()}
+        cpu_us = {k: v / (n * rounds) * 1e6 for k, v in cpu.items()}
+        self.results.details["tracing"] = {"p50_ms_per_round": {f"{a} {b}": v for (a, b), v in p50s.items()},
+                                           "server_cpu_us_per_request": {f"{a} {b}": v for (a, b), v in cpu_us.items()},
+                                           "p99_ms_per_round": {f"{a} {b}": v for (a, b), v in p99s.items()},
+                                           "rss_mib_after": rss}
+        r = self.results
+        note = f"http.client keep-alive, median of {rounds} rounds' p50"
+        for name in variants:
+            r.add("tracing", f"status GET (FakeCompute), {name} p50", median[(name, "status")], "ms", note=note)
+        for name in variants:
+            r.add("tracing", f"  /health/, {name} p50", median[(name, "health")], "ms")
+        for name in variants:
+            r.add("tracing", f"  server CPU per status GET, {name}", cpu_us[(name, "status")], "us")
+        import obs_bench
+
+        cost = obs_bench.overhead_us()  # in-process, best of 5: see bench/obs_bench.py
+        self.results.details["tracing"]["in_process_us"] = cost
+        metrics_cost = cost["middleware_metrics_us"] + cost["proxy_metrics_us"]
+        tracing_cost = cost["middleware_tracing_us"] + cost["proxy_tracing_us"]
+        r.add("tracing", "metrics: middleware + port proxy per status GET (in-process)", metrics_cost, "us",
+              target="<= 30 us", ok=metrics_cost <= 30, note="best of 5 x 20,000 calls; bench/obs_bench.py")
+        r.add("tracing", "tracing: request span + one backend span per status GET (in-process)", tracing_cost, "us",
+              note="spans batched to an exporter that drops them")
+        r.add("tracing", "  server CPU of metrics per status GET (on - off)",
+              cpu_us[("metrics on", "status")] - cpu_us[("metrics off", "status")], "us")
+        r.add("tracing", "  server CPU of tracing per status GET (tracing on - metrics on)",
+              cpu_us[("tracing on", "status")] - cpu_us[("metrics on", "status")], "us")
+        for name in variants:
+            r.add("tracing", f"  server RSS after the run, {name}", rss[name], "MiB")
 
     # -- section 6: memory on 1 GiB zips -------------------------------------------------------
     def sec_memory(self) -> None:

@@ -49,11 +49,27 @@ def seeded_compute(jid: str) -> FakeCompute:
     return fake
 
 
+def traced_telemetry(settings: object) -> object:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from pfcon import __version__
+    from pfcon.observability import build_telemetry
+
+    class Discard(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    return build_telemetry(version=__version__, scheduler=settings.container_env,  # type: ignore[attr-defined]
+                           storage=settings.storage_env, exporter=Discard(), batch=True)  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--storebase", required=True)
     parser.add_argument("--jid", default="bench-fake-1")
+    parser.add_argument("--tracing", action="store_true",
+                        help="trace every request, spans exported in batches to an exporter that drops them")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -65,8 +81,12 @@ def main() -> None:
         "STOREBASE_MOUNT": args.storebase,
     }
     settings = load_settings(env)
-    configure_logging(settings.app.log_level)  # same per-request logging as `pfcon serve`
-    app = create_app(build_container(settings, compute=seeded_compute(args.jid)))
+    # same per-request logging as `pfcon serve` (with trace ids when tracing)
+    configure_logging(settings.app.log_level, tracing=args.tracing)
+    overrides: dict[str, object] = {"compute": seeded_compute(args.jid)}
+    if args.tracing:  # what OTEL_TRACES_EXPORTER=otlp costs here, without a collector's network time
+        overrides["telemetry"] = traced_telemetry(settings)
+    app = create_app(build_container(settings, **overrides))
     run_app(app, settings)  # the same uvicorn setup as `pfcon serve`
 
 

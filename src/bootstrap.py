@@ -520,6 +520,37 @@ def _storage(settings: Settings, storebase: Any) -> Any:
     return _factory(entry.factory)(settings, storebase)
 
 
+# -- observability (docs/adr/0021-metrics-and-tracing.md) ------------------------------
+
+
+def _telemetry(settings: Settings) -> Any:
+    from .observability import TracingOptions, build_telemetry
+
+    t = settings.tracing
+    try:
+        return build_telemetry(
+            version=__version__,
+            scheduler=settings.container_env,
+            storage=settings.storage_env,
+            metrics_enabled=settings.metrics.enabled,
+            tracing=TracingOptions(exporters=t.exporters, service_name=t.service_name),
+        )
+    except ImportError as e:  # tracing asked for, its packages not installed
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER",
+            f"tracing needs opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http: {e}",
+        ) from None
+
+
+def _observed(port: Any, telemetry: Any, kind: str, backend: str) -> Any:
+    """``port`` with its calls measured (and traced), unless nothing is recorded."""
+    if not telemetry.active:
+        return port
+    from .observability.ports import instrument
+
+    return instrument(port, kind, backend, telemetry)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -527,20 +558,30 @@ class Container(containers.DeclarativeContainer):
     compute = providers.Singleton(_compute, settings)
     storage = providers.Singleton(_storage, settings, storebase)
     auth = providers.Singleton(_jwt_auth, settings)
+    telemetry = providers.Singleton(_telemetry, settings)
+    observed_compute = providers.Singleton(
+        _observed, compute, telemetry, "compute", providers.Callable(lambda s: s.container_env, settings)
+    )
+    observed_storage = providers.Singleton(
+        _observed, storage, telemetry, "storage", providers.Callable(lambda s: s.storage_env, settings)
+    )
 
     job_service = providers.Singleton(
         JobService,
-        compute=compute,
-        storage=storage,
+        compute=observed_compute,
+        storage=observed_storage,
         server_info=providers.Callable(server_info, settings),
         options=providers.Callable(job_options, settings),
     )
     auth_service = providers.Singleton(AuthService, auth)
     job_area = providers.Singleton(_job_area, settings, storebase, storage)
+    observed_job_area = providers.Singleton(
+        _observed, job_area, telemetry, "jobarea", providers.Callable(lambda s: s.storage_env, settings)
+    )
     op_service = providers.Singleton(
         OpJobService,
         jobs=job_service,
-        area=job_area,
+        area=observed_job_area,
         flow=providers.Callable(storage_flow, settings),
         options=providers.Callable(op_job_options, settings),
         storage_env=providers.Callable(lambda s: s.storage_env, settings),

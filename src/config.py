@@ -5,7 +5,7 @@ each field's wire name is its environment variable, so a type error names the va
 A bad value, an unknown mode or an insecure production setting raises
 :class:`ConfigError`; entrypoints turn it into a one-line message and a non-zero exit.
 
-Secrets (``SECRET_KEY``, ``PFCON_PASSWORD``, ``SWIFT_KEY``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``) are :class:`Secret`
+Secrets (``SECRET_KEY``, ``PFCON_PASSWORD``, ``SWIFT_KEY``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``, ``METRICS_TOKEN``) are :class:`Secret`
 strings whose ``repr`` is ``'***'``, so no settings object prints them.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import typing
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -227,6 +228,42 @@ class CromwellSection(_Section, frozen=True, kw_only=True):
     timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = _env("CROMWELL_TIMEOUT", 30.0)  # seconds per request
 
 
+class MetricsSection(_Section, frozen=True, kw_only=True):
+    """Prometheus metrics at ``/metrics`` (docs/adr/0021-metrics-and-tracing.md)."""
+
+    enabled: bool = _env("METRICS_ENABLED", True)
+    # When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (Prometheus'
+    # `authorization` scrape setting); unset: open, like most exporters.
+    token: Secret | None = _env("METRICS_TOKEN", None)
+
+
+MIN_METRICS_TOKEN_BYTES = 16
+TRACES_EXPORTERS = ("otlp", "console", "none")
+
+
+class TracingSection(_Section, frozen=True, kw_only=True):
+    """OpenTelemetry tracing, off unless the standard variables ask for it: OTEL_TRACES_EXPORTER
+    (otlp, console, none), or an OTLP endpoint. The SDK reads the other OTEL_* variables."""
+
+    sdk_disabled: bool = _env("OTEL_SDK_DISABLED", False)
+    traces_exporter: str | None = _env("OTEL_TRACES_EXPORTER", None)
+    endpoint: str | None = _env("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    traces_endpoint: str | None = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    protocol: str | None = _env("OTEL_EXPORTER_OTLP_PROTOCOL", None)
+    traces_protocol: str | None = _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", None)
+    service_name: str | None = _env("OTEL_SERVICE_NAME", None)
+
+    @property
+    def exporters(self) -> tuple[str, ...]:
+        """The span exporters to run; empty: tracing is off."""
+        if self.sdk_disabled:
+            return ()
+        if self.traces_exporter is not None:
+            names = tuple(n.strip().lower() for n in self.traces_exporter.split(",") if n.strip())
+            return tuple(n for n in names if n != "none")
+        return ("otlp",) if (self.endpoint or self.traces_endpoint) else ()
+
+
 # Options the SLURM adapter sets itself: a site's SLURM_SBATCH_OPTIONS may not change them.
 _OWN_SBATCH_OPTIONS = (
     "-J", "--job-name", "-o", "--output", "-e", "--error", "--comment", "--export", "--parsable", "-D", "--chdir",
@@ -266,6 +303,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "kubernetes": KubernetesSection,
     "slurm": SlurmSection,
     "cromwell": CromwellSection,
+    "metrics": MetricsSection,
+    "tracing": TracingSection,
 }
 
 
@@ -285,6 +324,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kubernetes: KubernetesSection = msgspec.field(default_factory=KubernetesSection)
     slurm: SlurmSection = msgspec.field(default_factory=SlurmSection)
     cromwell: CromwellSection = msgspec.field(default_factory=CromwellSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    tracing: TracingSection = msgspec.field(default_factory=TracingSection)
 
     # -- resolved views used by the composition root ----------------------------
     @property
@@ -420,7 +461,7 @@ def _choices(variable: str) -> tuple[str, ...]:
 
 
 def _is_secret(variable: str) -> bool:
-    return variable in ("SECRET_KEY", "PFCON_PASSWORD", "SWIFT_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+    return variable in ("SECRET_KEY", "PFCON_PASSWORD", "SWIFT_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY", "METRICS_TOKEN")
 
 
 def _validate(s: Settings) -> Settings:
@@ -436,6 +477,7 @@ def _validate(s: Settings) -> Settings:
     )
     _absolute("UPLOAD_DIR", s.http.upload_dir)
     _validate_compute(s)
+    _validate_observability(s)
     _validate_production(s)
     return s
 
@@ -515,6 +557,46 @@ def _validate_slurm(s: Settings, user: ContainerUser | None) -> None:
             f"cannot be applied with SLURM_CONTAINER_RUNTIME={sl.container_runtime}: "
             "its containers run as the user who submits the job",
         )
+
+
+def _validate_observability(s: Settings) -> None:
+    m, t = s.metrics, s.tracing
+    if m.token is not None:
+        if not m.enabled:
+            raise ConfigError("METRICS_TOKEN", "is set but METRICS_ENABLED=false: there is no /metrics to protect")
+        token = str(m.token)
+        if len(token.encode("utf-8")) < MIN_METRICS_TOKEN_BYTES or any(c.isspace() for c in token):
+            raise ConfigError(
+                "METRICS_TOKEN",
+                f"must be at least {MIN_METRICS_TOKEN_BYTES} bytes without spaces "
+                "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+            )
+    if t.traces_exporter is not None:
+        names = [n.strip().lower() for n in t.traces_exporter.split(",") if n.strip()]
+        unknown = [n for n in names if n not in TRACES_EXPORTERS]
+        if unknown or not names:
+            raise ConfigError(
+                "OTEL_TRACES_EXPORTER",
+                f"must be a comma-separated list of {', '.join(TRACES_EXPORTERS)}, got {t.traces_exporter!r}",
+            )
+        if "none" in names and len(names) > 1:
+            raise ConfigError("OTEL_TRACES_EXPORTER", f"'none' cannot be combined with other exporters, got {t.traces_exporter!r}")
+    for variable, url in (
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", t.endpoint),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", t.traces_endpoint),
+    ):
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(variable, f"must be an http(s) URL such as http://collector:4318, got {url!r}")
+    for variable, protocol in (
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", t.protocol),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", t.traces_protocol),
+    ):
+        if protocol is not None and protocol != "http/protobuf":
+            raise ConfigError(
+                variable, f"only http/protobuf is supported (this server ships the OTLP/HTTP exporter), got {protocol!r}"
+            )
 
 
 def _absolute(variable: str, path: str | None) -> Any:

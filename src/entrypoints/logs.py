@@ -19,10 +19,16 @@ def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure_logging(level: str = "INFO", cache: bool = True) -> None:
+def configure_logging(level: str = "INFO", cache: bool = True, tracing: bool = False) -> None:
+    """JSON lines on stderr; with ``tracing``, each line logged inside a span carries its
+    ``trace_id`` and ``span_id`` (OpenTelemetry is only imported then)."""
     numeric = getattr(logging, level.upper(), logging.INFO)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if tracing:
+        from ..observability.tracing import add_trace_ids
+
+        processors.append(add_trace_ids)
+    processors += [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _scrub,

@@ -218,6 +218,8 @@ def test_base_renders_the_promised_objects(has_kubectl: None) -> None:
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]  # Prometheus finds /metrics
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics", "prometheus.io/port": "5005"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "pfcon"
     assert pod["securityContext"]["runAsNonRoot"] is True

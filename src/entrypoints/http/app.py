@@ -23,7 +23,7 @@ from ..._lean import hidden
 from ...bootstrap import Container, wire_up
 from ...domain import errors as E
 from ...domain.services import AuthService, JobService
-from . import admin, docs, v5, v6
+from . import admin, docs, observe, v5, v6
 from .common import (
     API_PREFIX,
     CLIENT_CLOSED,
@@ -150,8 +150,8 @@ def create_app(container: Container) -> Litestar:
         security=docs.SECURITY,
     )
     api = Router(path=API_PREFIX, route_handlers=[health, readiness, auth_token, jobs_router])
-    # Litestar's plugins for these: our bodies are msgspec structs, and its OpenTelemetry
-    # plugin is not how this server traces (an opentelemetry not imported yet stays out).
+    # Litestar's plugins for pydantic and attrs (our bodies are msgspec structs) and its
+    # OpenTelemetry plugin (tracing is ours, and imported only when on: ADR 21)
     with hidden(("pydantic", "attrs", "attr", "opentelemetry")):
         app = Litestar(
             route_handlers=[api, docs.static_assets_router()],
@@ -178,4 +178,6 @@ def create_app(container: Container) -> Litestar:
     app.state.auth_service = auth_service
     app.state.jobs, app.state.ops, app.state.runner = job_service, op_service, runner
     app.state.container = container
+    token = settings.metrics.token
+    observe.install(app, container.telemetry(), runner, str(token) if token else None, lambda: uploads.spool.in_flight)
     return app

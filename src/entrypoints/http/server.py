@@ -164,7 +164,7 @@ def serve(settings: Any, host: str | None = None, port: int | None = None) -> No
     from ..logs import configure_logging
     from .app import create_app
 
-    configure_logging(settings.app.log_level)
+    configure_logging(settings.app.log_level, tracing=bool(settings.tracing.exporters))
     run_app(create_app(build_container(settings)), settings, host, port)
 
 
