@@ -173,6 +173,16 @@ class OpJobSettings(_Section, frozen=True, kw_only=True):
     network: str | None = _env("PFCON_OP_NETWORK", None)
 
 
+class DashboardSettings(_Section, frozen=True, kw_only=True):
+    """The operators' jobs dashboard at ``/dashboard/`` (ADR 22)."""
+
+    enabled: bool = _env("DASHBOARD_ENABLED", True)
+    # How long a login lasts (minutes; default: a working day).
+    session_minutes: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 60)] = _env("DASHBOARD_SESSION_MINUTES", 480)
+    # The session cookie's Secure attribute: `auto` sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = _env("DASHBOARD_COOKIE_SECURE", "auto")
+
+
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -266,6 +276,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "kubernetes": KubernetesSection,
     "slurm": SlurmSection,
     "cromwell": CromwellSection,
+    "dashboard": DashboardSettings,
 }
 
 
@@ -285,6 +296,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kubernetes: KubernetesSection = msgspec.field(default_factory=KubernetesSection)
     slurm: SlurmSection = msgspec.field(default_factory=SlurmSection)
     cromwell: CromwellSection = msgspec.field(default_factory=CromwellSection)
+    dashboard: DashboardSettings = msgspec.field(default_factory=DashboardSettings)
 
     # -- resolved views used by the composition root ----------------------------
     @property

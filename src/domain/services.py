@@ -21,13 +21,23 @@ from .model import (
     JobInfo,
     JobState,
     JobSummary,
+    OutputFile,
     OutputListing,
     ServerInfo,
     SubmittedJob,
     job_id_problem,
 )
 from .operations import CopyInput, DeleteData, JobOptions, RunPlugin, spec_problems
-from .ports import AuthPort, ComputePort, InputReceiverPort, ReceivedInput, StagingRequest, StoragePort, ZipStream
+from .ports import (
+    AuthPort,
+    ComputePort,
+    InputReceiverPort,
+    OutputFilesPort,
+    ReceivedInput,
+    StagingRequest,
+    StoragePort,
+    ZipStream,
+)
 
 __all__ = ["AuthService", "JobOptions", "JobService", "spec_problems"]
 
@@ -121,6 +131,14 @@ class JobService:
         """pfcon 5's output route; with object stores and a path, this is the upload."""
         self._require_valid_id(jid)
         return self.storage.outputs(jid, job_output_path)
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...] | None:
+        """The operator's view of a job's output: at most ``limit`` files, or None when
+        this storage does not keep outputs where the server can list them."""
+        self._require_valid_id(jid)
+        if not isinstance(self.storage, OutputFilesPort):
+            return None
+        return self.storage.output_files(jid, limit)
 
     def delete(self, jid: str) -> None:
         self._require_valid_id(jid)
