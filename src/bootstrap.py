@@ -55,7 +55,7 @@ def _engine_name(settings: Settings) -> str:
 
 
 def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
-    from .adapters.compute.docker import DockerCompute, DockerOptions, discover_storebase
+    from .adapters.compute.docker import STATE_DIR, DockerCompute, DockerOptions, discover_storebase
 
     client = _docker_client(settings)
 
@@ -86,6 +86,8 @@ def docker_compute(settings: Settings, entry: SchedulerEntry) -> Any:
             capabilities=_podman_capabilities(entry) if podman else entry.capabilities,
             # status from the engine's event stream (docs/adr/0018-docker-status-view.md)
             status_view=True,
+            # cancellations, recorded beside the key-<jid>/ dirs (docs/adr/0020-cancel-is-not-delete.md)
+            state_dir=os.path.join(settings.storage.storebase_mount, STATE_DIR),
         ),
     )
     if compute.view is not None:

@@ -19,7 +19,15 @@ from typing import Any, Protocol
 import pytest
 
 from pfcon.domain.errors import ImageNotAvailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from pfcon.domain.model import ContainerJob, JobStatus, Resources
+from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ContainerJob,
+    JobKind,
+    JobStatus,
+    Resources,
+)
 from pfcon.domain.ports import ComputePort
 
 
@@ -57,7 +65,12 @@ class ComputeContract:
             env=kw.pop("env", ()),
             resources=kw.pop("resources", Resources(1, 500, 64, 0)),
             mounts=kw.pop("mounts", ()),
+            labels=kw.pop("labels", {}),
         )
+
+    def labelled(self, instance: str, kind: JobKind = JobKind.PLUGIN) -> dict[str, str]:
+        """The labels the domain puts on every job of a server instance."""
+        return {JOB_TYPE_LABEL: kind.value, INSTANCE_LABEL: instance}
 
     def test_is_a_compute_port(self, compute: Any) -> None:
         assert isinstance(compute, ComputePort)
@@ -123,6 +136,75 @@ class ComputeContract:
         compute.remove(job.name)
         with pytest.raises(JobNotFound):
             compute.info(job.name)
+
+    # -- the operator's view: listing and cancel (issue 12) --------------------------
+
+    def test_list_jobs_shows_this_instances_jobs_only(self, compute: Any, driver: Driver, image: str) -> None:
+        instance, other = unique("inst"), unique("inst")
+        resources = Resources(1, 500, 64, 0)
+        mine = self.make_job(image, driver.script(0, ("a",)), labels=self.labelled(instance), resources=resources)
+        op = self.make_job(
+            image, driver.script(0, ("b",)), name=f"{unique()}-copy", labels=self.labelled(instance, JobKind.COPY)
+        )
+        theirs = self.make_job(image, driver.script(0, ("c",)), labels=self.labelled(other))
+        unlabelled = self.make_job(image, driver.script(0, ("d",)))
+        for job in (mine, op, theirs, unlabelled):
+            compute.schedule(job)
+        driver.settle(compute, mine.name)
+        listed = {s.name: s for s in compute.list_jobs(instance)}
+        assert set(listed) == {mine.name, op.name}
+        summary = listed[mine.name]
+        assert summary.kind is JobKind.PLUGIN and summary.jid == mine.name
+        assert listed[op.name].kind is JobKind.COPY and listed[op.name].jid == op.name.removesuffix("-copy")
+        assert summary.image == image
+        assert summary.status is JobStatus.FINISHED_SUCCESSFULLY
+        assert summary.created  # ISO 8601
+        assert summary.resources in (None, resources)
+        assert [s.name for s in compute.list_jobs(other)] == [theirs.name]
+        assert compute.list_jobs(unique("inst")) == []
+
+    def test_list_jobs_is_newest_first(self, compute: Any, driver: Driver, image: str) -> None:
+        instance = unique("inst")
+        names = []
+        for _ in range(3):
+            job = self.make_job(image, driver.script(0, ()), labels=self.labelled(instance))
+            compute.schedule(job)
+            names.append(job.name)
+        listed = compute.list_jobs(instance)
+        assert {s.name for s in listed} == set(names)
+        created = [s.created for s in listed]
+        assert created == sorted(created, reverse=True)
+
+    def test_cancel_stops_a_running_job_and_keeps_it(self, compute: Any, driver: Driver, image: str) -> None:
+        instance = unique("inst")
+        job = self.make_job(image, driver.script(0, ("before-cancel",), sleep=600), labels=self.labelled(instance))
+        compute.schedule(job)
+        driver.begin(compute, job.name)
+        wait_for(lambda: "before-cancel" in compute.state(job.name, 100).logs, 60, 0.2)
+        info = compute.cancel(job.name)
+        assert info.status is JobStatus.FINISHED_WITH_ERROR
+        assert info.message == CANCELLED_MESSAGE
+        for _ in range(3):  # stable: the stop's own exit status never shows through
+            state = compute.state(job.name, 100)
+            assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+        assert "before-cancel" in state.logs  # its logs stay
+        [summary] = compute.list_jobs(instance)
+        assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+        compute.remove(job.name)  # DELETE still removes it
+        with pytest.raises(JobNotFound):
+            compute.info(job.name)
+
+    def test_cancel_leaves_a_finished_job_as_it_is(self, compute: Any, driver: Driver, image: str) -> None:
+        job = self.make_job(image, driver.script(0, ("done",)), labels=self.labelled(unique("inst")))
+        compute.schedule(job)
+        driver.settle(compute, job.name)
+        before = compute.info(job.name)
+        assert compute.cancel(job.name) == before
+        assert compute.info(job.name) == before
+
+    def test_cancel_an_unknown_job_is_not_found(self, compute: Any) -> None:
+        with pytest.raises(JobNotFound):
+            compute.cancel(unique("missing"))
 
     # -- capability-flagged -------------------------------------------------------
 

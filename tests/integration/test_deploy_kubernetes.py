@@ -55,8 +55,8 @@ OVERLAY_OP_IMAGE = "PFCON_OP_IMAGE=local/pfcon:0.1.0"
 SERVER_UID = 10001
 MAKE_IMAGE = f"local/pfcon:{__version__}"  # what `make image` builds, and the manifests name
 ROLE_RULES = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 TIMEOUT_AVAILABLE = 300  # seconds for the server's pod to be scheduled, started and ready (a busy node flaps NotReady)

@@ -54,7 +54,9 @@ def storebase(tmp_path: Any) -> str:
 def viewed(engine: Any, storebase: str) -> Iterator[DockerCompute]:
     """An adapter with its view on (as the server builds it); removes what it scheduled and
     checks that nothing of it is left (only its own names: the engine may be shared)."""
-    compute = DockerCompute(engine, DockerOptions(storebase=storebase, status_view=True))
+    compute = DockerCompute(
+        engine, DockerOptions(storebase=storebase, status_view=True, state_dir=f"{storebase}/.pfcon-docker")
+    )
     counting = Counting(compute.api)
     compute.api = counting  # type: ignore[assignment]
     assert compute.view is not None and compute.view.wait_current(10), compute.view and compute.view.error()

@@ -13,8 +13,16 @@ import pytest
 
 from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
 from pfcon.config import parse_container_user
-from pfcon.domain.errors import ResourceUnavailable
-from pfcon.domain.model import ContainerJob, JobStatus, Mount, Resources
+from pfcon.domain.errors import JobNotFound, ResourceUnavailable
+from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ContainerJob,
+    JobStatus,
+    Mount,
+    Resources,
+)
 
 from ..contracts.compute import ComputeContract, unique, wait_for
 from .conftest import TEST_IMAGE
@@ -58,6 +66,8 @@ def storebase(tmp_path: Any) -> str:
 
 
 def make_compute(client: Any, storebase: str, **options: Any) -> DockerCompute:
+    # cancellations recorded as the server does: in a directory of its own under storeBase
+    options.setdefault("state_dir", os.path.join(storebase, ".pfcon-docker"))
     return DockerCompute(client, DockerOptions(storebase=storebase, **options))
 
 
@@ -214,3 +224,62 @@ def test_gpu_request_on_a_host_without_gpus_leaves_nothing(
         compute.schedule(job)
     assert time.monotonic() - started < 10
     assert not engine.containers.list(all=True, filters={"name": name})
+
+
+# -- listing and cancel (issue 12) ----------------------------------------------------------
+
+
+def test_a_cancellation_survives_a_restart_and_a_new_container_of_the_name_is_not_cancelled(
+    engine: Any, storebase: str, no_stray_engine_containers: None
+) -> None:
+    instance = unique("inst")
+    labels = {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: instance}
+    name = unique("cx")
+
+    def job(command: str) -> ContainerJob:
+        return ContainerJob(name, TEST_IMAGE, ("sh", "-c", command), (), Resources(1, 500, 64, 0), (), labels)
+
+    first = make_compute(engine, storebase)
+    try:
+        first.schedule(job("echo started; sleep 600"))
+        wait_for(lambda: "started" in first.state(name, 10).logs, 60, 0.2)
+        first.cancel(name)
+        # a fresh adapter (the server restarted), with the view on as the server runs it
+        fresh = make_compute(engine, storebase, status_view=True)
+        try:
+            assert fresh.view is not None and fresh.view.wait_current(10)
+            for _ in range(2):  # from the engine, then from the view
+                state = fresh.state(name, 10)
+                assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+                assert "started" in state.logs
+            [summary] = fresh.list_jobs(instance)
+            assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+            assert summary.resources == Resources(1, 500, 64, 0)
+            assert summary.node == engine.api.info()["Name"]
+            # cancelling again, or a finished job: nothing changes
+            assert fresh.cancel(name).message == CANCELLED_MESSAGE
+            fresh.remove(name)
+            # a new job of the same name is not cancelled
+            fresh.schedule(job("exit 0"))
+            EngineDriver().settle(fresh, name)
+            assert fresh.info(name).status is JobStatus.FINISHED_SUCCESSFULLY
+            assert make_compute(engine, storebase).info(name).status is JobStatus.FINISHED_SUCCESSFULLY
+        finally:
+            fresh.close()
+    finally:
+        try:
+            first.remove(name)
+        except JobNotFound:
+            pass
+
+
+def test_listing_with_ignore_limits_has_no_resources(run: Any, engine: Any, storebase: str) -> None:
+    instance = unique("inst")
+    compute, name = run(
+        "true",
+        compute=make_compute(engine, storebase, ignore_limits=True),
+        labels={JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: instance},
+    )
+    [summary] = compute.list_jobs(instance)
+    assert summary.name == name and summary.resources is None
+    assert summary.created.endswith("Z")

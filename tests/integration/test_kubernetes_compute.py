@@ -24,7 +24,7 @@ from pfcon import registry
 from pfcon.adapters.compute.kubernetes import MANAGED_BY, KubeApi, KubernetesCompute, KubernetesOptions
 from pfcon.adapters.compute.options import parse_container_user
 from pfcon.domain.errors import BackendUnavailable, JobNotFound
-from pfcon.domain.model import ContainerJob, JobStatus, Mount, Resources
+from pfcon.domain.model import CANCELLED_MESSAGE, INSTANCE_LABEL, JOB_TYPE_LABEL, ContainerJob, JobStatus, Mount, Resources
 
 from ..contracts.compute import ComputeContract, unique, wait_for
 from .conftest import TEST_IMAGE, _require
@@ -515,3 +515,48 @@ def test_api_server_outage_and_recovery_without_restart(cluster: Cluster, tmp_pa
         K8sDriver().settle(compute, job.name, 60)
         state = compute.state(job.name, 10)
         assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY and state.logs == "done\n"
+
+
+# -- listing and cancel (issue 12) ----------------------------------------------------------
+
+
+def test_a_cancelled_job_stops_keeps_its_pod_and_logs_and_survives_a_restart(cluster: Cluster) -> None:
+    instance = unique("inst")
+    labels = {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: instance}
+    with adapter(cluster) as compute:
+        job = make_job(f"echo started; {stoppable_sleep(600)}", labels=labels)
+        compute.schedule(job)
+        wait_for(lambda: "started" in compute.state(job.name, 10).logs, 90, 0.2)
+        info = compute.cancel(job.name)
+        assert (info.status, info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+        # the pod is stopped by the kubelet, not deleted; the Job fails and is kept
+        wait_for(lambda: _pod_phases(cluster, job.name) == ["Failed"], 90, 0.5)
+        with adapter(cluster) as fresh:  # the server restarted: from the view, then not
+            for _ in range(2):
+                state = fresh.state(job.name, 10)
+                assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+                assert "started" in state.logs and "DeadlineExceeded" not in state.info.message
+            [summary] = fresh.list_jobs(instance)
+            assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+            assert summary.resources == Resources(1, 200, 64, 0)
+            assert summary.node  # the node the pod ran on
+            assert fresh.cancel(job.name).message == CANCELLED_MESSAGE  # again: nothing changes
+
+
+def test_cancel_of_a_job_that_never_started(cluster: Cluster) -> None:
+    with adapter(cluster) as compute:
+        job = make_job("true", resources=Resources(1, 1_000_000, 64, 0))  # unschedulable
+        compute.schedule(job)
+        wait_message(compute, job.name, "Insufficient cpu")
+        assert compute.cancel(job.name).message == CANCELLED_MESSAGE
+        # the Job fails on its deadline (its pod never ran: it goes), and stays cancelled
+        wait_for(lambda: compute.api.read_job(cluster.namespace, job.name)["status"].get("failed") is not None
+                 or _pod_phases(cluster, job.name) == [], 90, 0.5)  # fmt: skip
+        with adapter(cluster) as fresh:
+            assert fresh.info(job.name).message == CANCELLED_MESSAGE
+
+
+def _pod_phases(cluster: Cluster, name: str) -> list[str]:
+    job = cluster.api.read_job(cluster.namespace, name)
+    pods = cluster.api.list_pods(cluster.namespace, f"controller-uid={job['metadata']['uid']}")
+    return [str(p["status"].get("phase")) for p in pods]

@@ -16,7 +16,7 @@ import pytest
 from pfcon.adapters.compute.options import parse_container_user
 from pfcon.adapters.compute.slurm import SlurmCompute, SlurmOptions
 from pfcon.domain.errors import BackendUnavailable
-from pfcon.domain.model import ComputeCapabilities, ContainerJob, JobStatus, Mount, Resources
+from pfcon.domain.model import CANCELLED_MESSAGE, ComputeCapabilities, ContainerJob, JobStatus, Mount, Resources
 from pfcon.registry import scheduler
 
 from ..contracts.compute import ComputeContract, unique, wait_for
@@ -220,6 +220,32 @@ def test_status_outlives_slurm_forgetting_the_job(jobs: Any, storebase: str) -> 
         failed = adapter.state(bad, 5)
         assert (failed.info.status, failed.info.message) == (JobStatus.FINISHED_WITH_ERROR, "Error (exit code 3)")
         assert failed.logs.strip() == "broken"
+
+
+def test_cancel_stops_the_container_and_survives_a_restart_and_slurm_forgetting(
+    jobs: Any, storebase: str, docker_client: Any
+) -> None:
+    compute = make_compute(storebase)
+    _, name = jobs("echo started; sleep 300", compute)
+    wait_for(lambda: "started" in compute.state(name, 5).logs, 120, 0.5)
+    jobid = open(os.path.join(compute.root, name, "jobid")).read().strip()
+    info = compute.cancel(name)
+    assert (info.status, info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+
+    def container_gone() -> bool:
+        try:
+            docker_client.containers.get(name)
+        except Exception:  # noqa: BLE001 - NotFound
+            return True
+        return False
+
+    wait_for(container_gone, 60, 0.5)  # it stopped: the batch script's trap removed the container
+    wait_for(lambda: forgotten(jobid), 180, 2)  # MinJobAge: SLURM no longer knows the job
+    fresh = make_compute(storebase)  # a restarted server
+    state = fresh.state(name, 10)
+    assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert state.logs.splitlines()[0] == "started"  # its logs stay (then slurmstepd's "CANCELLED AT" line)
+    assert os.path.isdir(os.path.join(compute.root, name))  # its data too, until DELETE
 
 
 def test_queries_are_shared_between_status_requests(jobs: Any, storebase: str) -> None:

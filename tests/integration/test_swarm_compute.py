@@ -18,6 +18,8 @@ from pfcon.adapters.storage.local import StoreBase
 from pfcon.config import parse_container_user
 from pfcon.domain.errors import BackendUnavailable, InvalidJobSpec, ResourceUnavailable
 from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     ComputeCapabilities,
     ContainerJob,
@@ -303,3 +305,31 @@ def test_unreachable_manager_is_backend_unavailable_naming_swarm(tmp_path: Any, 
                  lambda: compute.remove("sw-dead"), lambda: compute.schedule(job)):  # fmt: skip
         with pytest.raises(BackendUnavailable, match="^Docker Swarm manager unavailable: cannot connect"):
             call()
+
+
+# -- listing and cancel (issue 12) ----------------------------------------------------------
+
+
+def test_a_cancellation_survives_a_restart(run: Any, swarm_client: Any, storebase: str) -> None:
+    instance = unique("inst")
+    labels = {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: instance}
+    compute, name = run("echo started; sleep 600", wait=False, labels=labels)
+    wait_for(lambda: "started" in compute.state(name, 10).logs, 60, 0.2)
+    compute.cancel(name)
+    fresh = make_compute(swarm_client, storebase)  # the server restarted
+    state = fresh.state(name, 10)
+    assert (state.info.status, state.info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert "started" in state.logs
+    # its task was shut down (the container is stopped, not removed)
+    wait_for(lambda: task_state(swarm_client, name) == "shutdown", 60, 0.5)
+    [summary] = fresh.list_jobs(instance)
+    assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert summary.resources == Resources(1, 500, 64, 0)
+    assert summary.node == swarm_client.info()["Name"]
+    assert fresh.cancel(name).message == CANCELLED_MESSAGE  # again: nothing changes
+
+
+def task_state(client: Any, name: str) -> str:
+    """The state of the task that ran (the cancelled service's update adds a pending one)."""
+    ran = [t for t in client.api.tasks(filters={"service": name}) if t.get("NodeID")]
+    return str(ran[0]["Status"]["State"]) if len(ran) == 1 else ""

@@ -16,19 +16,32 @@ import httpx
 import pytest
 
 from pfcon.adapters.compute.cromwell import (
+    IMAGE_LABEL,
     JOB_LABEL,
     REMOVED_LABEL,
+    RESOURCES_LABEL,
     CromwellCompute,
     CromwellOptions,
     call_logs,
     job_header,
     job_info,
     render_wdl,
+    utc,
     workflow_status,
 )
 from pfcon.adapters.compute.options import parse_container_user
 from pfcon.domain.errors import BackendUnavailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from pfcon.domain.model import JOB_TYPE_LABEL, ComputeCapabilities, ContainerJob, JobStatus, Mount, Resources
+from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobKind,
+    JobStatus,
+    Mount,
+    Resources,
+)
 from pfcon.domain.ports import ComputePort
 
 WID = "e442e52a-9de1-47f0-8b4f-e6e565008cf1"
@@ -189,8 +202,10 @@ def call(status: str, **kw: Any) -> dict[str, Any]:
         {"message": "Required workflow input 'x' not specified", "causedBy": []}]}]},
      JobStatus.FINISHED_WITH_ERROR, "Failed: Required workflow input 'x' not specified"),
     ({"status": "Failed"}, JobStatus.FINISHED_WITH_ERROR, "Failed"),
-    ({"status": "Aborting", **call("Running")}, JobStatus.FINISHED_WITH_ERROR, "Aborting"),
-    ({"status": "Aborted", **call("Aborted")}, JobStatus.FINISHED_WITH_ERROR, "Aborted"),
+    # cancelled through this server (an abort), or aborted by anyone: Cromwell remembers it
+    ({"status": "Aborting", **call("Running")}, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),
+    ({"status": "Aborted", **call("Aborted")}, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),
+    ({"status": "Aborted"}, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),  # aborted before it was picked up
     ({"id": WID, "metadataArchiveStatus": "ArchivedAndDeleted", "message": "Cromwell has archived this workflow's metadata."},
      JobStatus.UNDEFINED, "Cromwell has archived this workflow's metadata."),
     ({"status": "Exploded"}, JobStatus.UNDEFINED, "Exploded"),
@@ -357,7 +372,10 @@ def test_submit_returns_at_once_and_the_job_is_found_before_cromwells_summary_ha
     body = submit.content.decode()
     assert 'name="workflowSource"' in body and "user: '1000:1001'" in body
     labels = json.loads(re.search(r'name="labels".*?\r\n\r\n(.*?)\r\n--', body, re.S).group(1))  # type: ignore[union-attr]
-    assert labels == {"team": "fnndsc", JOB_TYPE_LABEL: "plugin", JOB_LABEL: "chris-jid-1"}
+    assert labels == {
+        "team": "fnndsc", JOB_TYPE_LABEL: "plugin", JOB_LABEL: "chris-jid-1",
+        IMAGE_LABEL: "ghcr.io/fnndsc/pl-simpledsapp:2.1.0", RESOURCES_LABEL: "1,1234,5678,2",
+    }  # fmt: skip
     assert c.info("chris-jid-1").status is JobStatus.NOT_STARTED  # the query does not show it yet
     with pytest.raises(JobAlreadyExists):
         c.schedule(job())
@@ -486,3 +504,127 @@ def test_ping_reads_the_version() -> None:
     compute(server).ping()
     with pytest.raises(BackendUnavailable, match="^Cromwell server unavailable: HTTP 502"):
         compute(Server({("GET", "/engine/v1/version"): (502, "Bad Gateway")})).ping()
+
+
+# -- the operator's view: listing and cancel -------------------------------------------------------
+
+WID2, WID3, WID4 = (WID[:-1] + c for c in "234")
+
+
+def listed(wid: str, name: str, status: str, submission: str, instance: str = "inst-a", **labels: str) -> dict[str, Any]:
+    labels = {JOB_LABEL: name, INSTANCE_LABEL: instance, JOB_TYPE_LABEL: "plugin", IMAGE_LABEL: "x/y:1",
+              RESOURCES_LABEL: "1,2000,512,0", **labels}  # fmt: skip
+    return {"id": wid, "name": "ChRISJob", "status": status, "submission": submission, "labels": labels}
+
+
+def test_utc() -> None:
+    assert utc("2024-05-01T08:00:00.000-04:00") == "2024-05-01T12:00:00+00:00"
+    assert utc("2024-05-01T12:00:00.123Z") == "2024-05-01T12:00:00.123000+00:00"
+    assert utc(None) == "" and utc("garbage") == "garbage"
+
+
+def test_submit_labels_without_an_image_too_long_for_a_label() -> None:
+    server = Server({("POST", "/query"): NONE, ("POST", "/api/workflows/v1"): (201, {"id": WID, "status": "Submitted"})})
+    compute(server).schedule(job(image=f"registry.example.org/{'a' * 250}:1"))
+    body = server.sent("POST", "/api/workflows/v1")[0].content.decode()
+    labels = json.loads(re.search(r'name="labels".*?\r\n\r\n(.*?)\r\n--', body, re.S).group(1))  # type: ignore[union-attr]
+    assert IMAGE_LABEL not in labels and labels[RESOURCES_LABEL] == "1,1234,5678,2"
+
+
+def test_list_jobs_one_query_and_metadata_only_for_jobs_in_progress() -> None:
+    results = [
+        listed(WID, "done", "Succeeded", "2024-05-01T08:00:00.000-04:00"),  # 12:00 UTC
+        listed(WID2, "running-copy", "Running", "2024-05-01T12:30:00.000Z", **{JOB_TYPE_LABEL: "copy"}),
+        listed(WID3, "odd", "Succeeded", "2024-05-01T13:00:00.000Z", **{JOB_TYPE_LABEL: "mystery"}),  # not a kind
+        listed(WID4, "theirs", "Succeeded", "2024-05-01T13:00:00.000Z", instance="inst-b"),  # a summary out of step
+        {**listed(WID4, "foreign", "Running", "2024-05-01T13:00:00.000Z"), "name": "SomeoneElsesWorkflow"},
+        {**listed(WID4, "gone", "Succeeded", "2024-05-01T13:00:00.000Z"), "labels": {REMOVED_LABEL: "true"}},
+    ]
+    server = Server({
+        ("POST", "/query"): (200, {"results": results, "totalResultsCount": len(results)}),
+        ("GET", f"{WID2}/metadata"): (200, {"id": WID2, "status": "Running", **call("Running")}),
+    })  # fmt: skip
+    jobs = compute(server).list_jobs("inst-a")
+    (query,) = server.sent("POST", "/query")
+    assert json.loads(query.content) == [
+        {"label": f"{INSTANCE_LABEL}:inst-a"},
+        {"excludeLabelOr": f"{REMOVED_LABEL}:true"},
+        {"additionalQueryResultFields": "labels"},
+    ]
+    assert [(j.name, j.kind, j.status, j.created) for j in jobs] == [
+        ("running-copy", JobKind.COPY, JobStatus.STARTED, "2024-05-01T12:30:00+00:00"),
+        ("done", JobKind.PLUGIN, JobStatus.FINISHED_SUCCESSFULLY, "2024-05-01T12:00:00+00:00"),
+    ]
+    assert jobs[0].jid == "running" and jobs[1].image == "x/y:1" and jobs[1].resources == Resources(1, 2000, 512, 0)
+    assert [r.url.path for r in server.sent("GET", "/metadata")] == [f"/api/workflows/v1/{WID2}/metadata"]
+
+
+def test_list_jobs_shows_a_job_cromwells_summary_does_not_have_yet() -> None:
+    server = Server({("POST", "/query"): NONE, ("POST", "/api/workflows/v1"): (201, {"id": WID, "status": "Submitted"}),
+                     ("GET", "/metadata"): (404, {"status": "fail", "message": f"Unrecognized workflow ID: {WID}"})})  # fmt: skip
+    c = compute(server)
+    c.schedule(job(labels={JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: "inst-a"}))
+    (summary,) = c.list_jobs("inst-a")
+    assert (summary.name, summary.status, summary.image) == ("chris-jid-1", JobStatus.NOT_STARTED, job().image)
+    assert summary.created and summary.resources == Resources(1, 1234, 5678, 2)
+    assert c.list_jobs("inst-b") == []
+
+
+def test_cancel_aborts_and_is_cancelled_before_cromwells_record_catches_up() -> None:
+    metadata = {"id": WID, "status": "Running", "submission": "2024-05-01T12:00:00.000Z", **call("Running")}
+    server = Server({
+        ("POST", "/query"): (200, {"results": [listed(WID, "chris-jid-1", "Running", "2024-05-01T12:00:00.000Z")]}),
+        ("GET", "/metadata"): (200, metadata),  # Cromwell's metadata still says Running after the abort
+        ("POST", "/abort"): (200, {"id": WID, "status": "Aborting"}),
+    })  # fmt: skip
+    c = compute(server)
+    info = c.cancel("chris-jid-1")
+    assert len(server.sent("POST", f"/{WID}/abort")) == 1
+    assert (info.status, info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert c.info("chris-jid-1").message == CANCELLED_MESSAGE
+    assert c.state("chris-jid-1", 10).info.message == CANCELLED_MESSAGE
+    assert [(j.status, j.message) for j in c.list_jobs("inst-a")] == [(JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)]
+    c.cancel("chris-jid-1")  # again: already cancelled, no second abort
+    assert len(server.sent("POST", f"/{WID}/abort")) == 1
+    # a restarted server: Cromwell's own record says so by then
+    server.routes[("GET", "/metadata")] = (200, {**metadata, "status": "Aborted", **call("Aborted")})
+    server.routes[("POST", "/query")] = (200, {"results": [listed(WID, "chris-jid-1", "Aborted", "2024-05-01T12:00:00.000Z")]})
+    fresh = compute(server)
+    assert (fresh.info("chris-jid-1").status, fresh.info("chris-jid-1").message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert [j.message for j in fresh.list_jobs("inst-a")] == [CANCELLED_MESSAGE]
+
+
+@pytest.mark.parametrize("abort", [
+    (404, {"status": "error", "message": f"Couldn't abort {WID} because no workflow with that ID is in progress"}),
+    (403, {"status": "error", "message": "Workflow in terminal status"}),
+])  # fmt: skip
+def test_cancel_of_a_job_that_ended_meanwhile_reports_the_end(abort: tuple[int, Any]) -> None:
+    answers = iter([{"id": WID, "status": "Running", **call("Running")}, {"id": WID, "status": "Succeeded", **call("Done")}])
+    server = Server({
+        ("POST", "/query"): found("Running"),
+        ("GET", "/metadata"): lambda request: httpx.Response(200, json=next(answers)),
+        ("POST", "/abort"): abort,
+    })  # fmt: skip
+    c = compute(server)
+    assert c.cancel("chris-jid-1").status is JobStatus.FINISHED_SUCCESSFULLY
+    assert len(server.sent("POST", "/abort")) == 1
+
+
+def test_cancel_leaves_a_finished_job_alone_and_unknown_is_not_found() -> None:
+    server = Server({("POST", "/query"): found("Succeeded"), ("GET", "/metadata"): (200, {"id": WID, "status": "Failed"})})
+    assert compute(server).cancel("chris-jid-1").message == "Failed"
+    assert not server.sent("POST", "/abort")
+    with pytest.raises(JobNotFound):
+        compute(Server({("POST", "/query"): NONE})).cancel("chris-jid-1")
+
+
+def test_cancel_refused_by_cromwell_is_backend_unavailable_and_not_remembered() -> None:
+    server = Server({
+        ("POST", "/query"): found("Running"),
+        ("GET", "/metadata"): METADATA,
+        ("POST", "/abort"): (500, {"status": "error", "message": "Unable to update workflow store to abort"}),
+    })  # fmt: skip
+    c = compute(server)
+    with pytest.raises(BackendUnavailable, match="^Cromwell server unavailable: HTTP 500 to cancel job 'chris-jid-1'"):
+        c.cancel("chris-jid-1")
+    assert c.info("chris-jid-1").status is JobStatus.STARTED  # still running

@@ -32,7 +32,17 @@ from pfcon.domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from pfcon.domain.model import ComputeCapabilities, ContainerJob, JobStatus, Mount, Resources
+from pfcon.domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobKind,
+    JobStatus,
+    Mount,
+    Resources,
+)
 
 S = slurm._SEP
 
@@ -56,6 +66,15 @@ STATES = [
     ("PREEMPTED", "", None, JobStatus.FINISHED_WITH_ERROR, "PREEMPTED: the job was preempted"),
     ("BOOT_FAIL", "", None, JobStatus.FINISHED_WITH_ERROR, "BOOT_FAIL: the node could not boot for the job"),
     ("DEADLINE", "", None, JobStatus.FINISHED_WITH_ERROR, "DEADLINE: the job could not finish before its deadline"),
+    ("REQUEUED", "", None, JobStatus.NOT_STARTED, "REQUEUED"),
+    ("SUSPENDED", "", None, JobStatus.STARTED, "SUSPENDED"),
+    ("STOPPED", "", None, JobStatus.STARTED, "STOPPED"),
+    ("SIGNALING", "", None, JobStatus.STARTED, "SIGNALING"),
+    # cancelled through this server (the durable mark in ``state``), or by anyone else:
+    # a late exit record of the container never turns it into a success
+    (slurm.CANCELLED, slurm.CANCEL_REASON, None, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),
+    (slurm.CANCELLED, slurm.CANCEL_REASON, 0, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),
+    ("CANCELLED", "None", 143, JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE),
     ("WHATEVER", "", None, JobStatus.UNDEFINED, "WHATEVER"),
 ]
 
@@ -235,9 +254,16 @@ class FakeSlurm:
             ]
             return self._done(argv, 0, "".join(f"{ln}\n" for ln in lines), "")
         if cmd == "scancel":
+            if argv[1].startswith("--name="):  # scancel --name=N --user=U --state=...: no match is no error
+                for j in self.jobs.values():
+                    if j["name"] == argv[1].split("=", 1)[1] and j["state"] in ("PENDING", "RUNNING", "SUSPENDED"):
+                        j["state"] = "CANCELLED"
+                return self._done(argv, 0, "", "")
             j = self.jobs.get(argv[1])
             if j is None:
                 return self._done(argv, 1, "", f"scancel: error: Kill job error on job id {argv[1]}: Invalid job id specified\n")
+            if j["state"] in slurm.TERMINAL or j["state"] == "COMPLETING":
+                return self._done(argv, 1, "", f"scancel: error: Kill job error on job id {argv[1]}: Job/step already completing or completed\n")
             j["state"] = "CANCELLED"
             return self._done(argv, 0, "", "")
         if cmd == "scontrol":
@@ -431,3 +457,123 @@ def test_container_user_is_picked_unless_the_job_says(compute: SlurmCompute, tmp
     c.schedule(job("u2", run_as=(1001, 1001)))
     assert "--user 2000:3000" in open(os.path.join(c.root, "u1", "job.sh")).read()
     assert "--user 1001:1001" in open(os.path.join(c.root, "u2", "job.sh")).read()
+
+
+# -- the operator's view: listing and cancel --------------------------------------------------
+
+
+def labelled(name: str, instance: str = "inst-a", kind: JobKind = JobKind.PLUGIN, **kw: Any) -> ContainerJob:
+    return job(name, labels={JOB_TYPE_LABEL: kind.value, INSTANCE_LABEL: instance}, **kw)
+
+
+def test_list_jobs_reads_the_job_dirs_of_this_instance(compute: SlurmCompute, fake: FakeSlurm, tmp_path: Any) -> None:
+    compute.schedule(labelled("old", resources=Resources(1, 2000, 512, 1)))
+    compute.schedule(labelled("run"))
+    compute.schedule(labelled("run-copy", kind=JobKind.COPY))
+    compute.schedule(labelled("theirs", instance="inst-b"))
+    compute.schedule(job("unlabelled"))
+    fake.set("old", "COMPLETED", node="node2")
+    write(compute, "old", "node", "node2\n")
+    write(compute, "old", "exit", "0\n")
+    compute.view.invalidate()
+    compute.info("old")  # seen ending: recorded
+    fake.forget("old")  # then forgotten by SLURM (MinJobAge): the job dir still lists it
+    fake.set("run", "RUNNING", node="node1")  # running: the queue says where (no node file yet)
+    compute.view.invalidate()
+    listed = compute.list_jobs("inst-a")
+    assert [s.name for s in listed] == ["run-copy", "run", "old"]  # newest first
+    by_name = {s.name: s for s in listed}
+    old, run, copy = by_name["old"], by_name["run"], by_name["run-copy"]
+    assert (old.status, old.node, old.kind, old.image) == (JobStatus.FINISHED_SUCCESSFULLY, "node2", JobKind.PLUGIN, "local/busybox:latest")
+    assert old.resources == Resources(1, 2000, 512, 1)
+    assert (run.status, run.node) == (JobStatus.STARTED, "node1")
+    assert (copy.kind, copy.jid, copy.status, copy.node) == (JobKind.COPY, "run", JobStatus.NOT_STARTED, "")
+    assert all(s.created for s in listed)
+    assert [s.name for s in compute.list_jobs("inst-b")] == ["theirs"]
+    assert compute.list_jobs("inst-c") == []
+    fresh = SlurmCompute(SlurmOptions(str(tmp_path), str(tmp_path)), runner=fake)  # a restarted server
+    assert [s.name for s in fresh.list_jobs("inst-a")] == ["run-copy", "run", "old"]
+
+
+def test_list_jobs_with_no_job_yet_and_with_slurm_down(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    assert compute.list_jobs("inst-a") == []  # not even the jobs' directory
+    compute.schedule(labelled("a"))
+    fake.down = True
+    compute.view.invalidate()
+    with pytest.raises(BackendUnavailable, match="SLURM controller unavailable"):
+        compute.list_jobs("inst-a")
+
+
+def test_cancel_stops_the_job_and_it_stays_cancelled(compute: SlurmCompute, fake: FakeSlurm, tmp_path: Any) -> None:
+    compute.schedule(labelled("a"))
+    jobid = fake.set("a", "RUNNING")
+    write(compute, "a", "output.log", "working\n")
+    info = compute.cancel("a")
+    assert ["scancel", jobid] in fake.calls
+    assert (info.status, info.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    assert compute.state("a", 10).logs == "working\n"  # its logs stay
+    fake.set("a", "RUNNING")  # whatever SLURM says next (here: not yet caught up)...
+    fake.forget("a")  # ... or once it has forgotten the job
+    for adapter in (compute, SlurmCompute(SlurmOptions(str(tmp_path), str(tmp_path)), runner=fake)):
+        adapter.view.invalidate()
+        assert (adapter.info("a").status, adapter.info("a").message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+        [summary] = adapter.list_jobs("inst-a")
+        assert (summary.status, summary.message) == (JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE)
+    compute.remove("a")  # DELETE still removes it, without a second scancel
+    assert fake.count("scancel") == 1 and not os.path.exists(job_dir(compute, "a"))
+
+
+def test_cancel_of_a_pending_job(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    compute.schedule(labelled("a"))
+    assert compute.cancel("a").message == CANCELLED_MESSAGE
+    assert next(iter(fake.jobs.values()))["state"] == "CANCELLED"
+
+
+def test_cancel_leaves_a_finished_job_as_it_is(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    compute.schedule(labelled("ok"))
+    compute.schedule(labelled("bad"))
+    fake.set("ok", "COMPLETED")
+    write(compute, "ok", "exit", "0\n")
+    fake.set("bad", "RUNNING")
+    write(compute, "bad", "exit", "3\n")  # its container ended; SLURM has not caught up
+    compute.view.invalidate()
+    assert compute.cancel("ok").status is JobStatus.FINISHED_SUCCESSFULLY
+    assert compute.cancel("bad").status is JobStatus.STARTED  # finishing, by itself
+    assert fake.count("scancel") == 0
+    assert compute.info("ok").status is JobStatus.FINISHED_SUCCESSFULLY
+
+
+def test_cancel_racing_the_end_of_the_job_reports_the_end(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    compute.schedule(labelled("a"))
+    compute.info("a")  # the view shows it pending...
+    fake.set("a", "COMPLETED")  # ... but it ended meanwhile (its exit not yet recorded): scancel says so
+    info = compute.cancel("a")
+    assert fake.count("scancel") == 1
+    assert info.status is JobStatus.FINISHED_SUCCESSFULLY
+    assert not os.path.exists(os.path.join(job_dir(compute, "a"), "state.cancel.tmp"))
+
+
+def test_cancel_unknown_foreign_or_with_slurm_down(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    fake.jobs["7"] = {"name": "theirs", "state": "RUNNING", "reason": "None", "node": "node1"}
+    for name in ("theirs", "missing", "../x"):
+        with pytest.raises(JobNotFound):
+            compute.cancel(name)
+    compute.schedule(labelled("a"))
+    fake.set("a", "RUNNING")
+    fake.down = True
+    compute.view.invalidate()
+    with pytest.raises(BackendUnavailable, match="SLURM controller unavailable"):
+        compute.cancel("a")
+    assert not os.path.exists(os.path.join(job_dir(compute, "a"), "state"))  # not marked: it still runs
+    assert fake.count("scancel") == 0
+
+
+def test_cancel_of_a_submission_cut_short_cancels_by_name(compute: SlurmCompute, fake: FakeSlurm) -> None:
+    compute.schedule(labelled("a"))
+    fake.set("a", "RUNNING")
+    os.remove(os.path.join(job_dir(compute, "a"), "jobid"))  # the server died before recording it
+    old = os.stat(os.path.join(job_dir(compute, "a"), "job.json")).st_mtime - 3600
+    os.utime(os.path.join(job_dir(compute, "a"), "job.json"), (old, old))
+    assert compute.cancel("a").message == CANCELLED_MESSAGE
+    assert [c for c in fake.calls if c[0] == "scancel"][0][1] == "--name=a"
+    assert next(iter(fake.jobs.values()))["state"] == "CANCELLED"

@@ -32,6 +32,12 @@ server can read them (a shared filesystem); otherwise the logs say where they ar
 
 Only workflows that carry the label ``org.chrisproject.pfcon.name=<name>`` and are named
 ``ChRISJob`` are jobs: any other workflow of the server is never reported or removed.
+
+Listing (the operator's view) is one label query on the server instance's label; the
+job's kind, image and resources are labels of its workflow too, so that finished jobs
+cost no further request; a job still in progress is read from its metadata (the query's
+summary lags behind). Cancel is an abort: an aborted workflow's job is
+``finishedWithError`` with the message ``cancelled``, which Cromwell itself remembers.
 Cromwell's label query reads a summary that it refreshes asynchronously (about a second
 late), so the adapter remembers, for a few minutes, the workflows it has just submitted
 or removed; the workflows themselves stay the only state.
@@ -50,6 +56,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,7 +65,8 @@ import httpx
 from .options import ContainerUser
 from ...domain.errors import BackendUnavailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
 from ...domain.model import (
-    JobSummary,
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     ComputeCapabilities,
     ContainerJob,
@@ -66,6 +74,7 @@ from ...domain.model import (
     JobKind,
     JobState,
     JobStatus,
+    JobSummary,
     Resources,
 )
 
@@ -77,6 +86,10 @@ API = "/api/workflows/v1"
 JOB_LABEL = "org.chrisproject.pfcon.name"
 REMOVED_LABEL = "org.chrisproject.pfcon.removed"
 REMOVED_VALUE = "true"
+# What the operator's listing shows without reading each workflow's metadata.
+IMAGE_LABEL = "org.chrisproject.pfcon.image"  # absent when the image is longer than a label
+RESOURCES_LABEL = "org.chrisproject.pfcon.resources"  # "<workers>,<millicores>,<MiB>,<gpus>"
+LABEL_MAX = 255  # Cromwell's limit on a label's key and value
 WORKFLOW_NAME = "ChRISJob"
 TASK_NAME = "plugin_instance"
 CALL_NAME = f"{WORKFLOW_NAME}.{TASK_NAME}"
@@ -92,6 +105,7 @@ LABEL_WAIT_SECONDS = 5.0  # how long removal waits for Cromwell to know a just-s
 _WAITING_WORKFLOW = {"Submitted": "Submitted", "On Hold": "On Hold"}
 _CALL_WAITING = frozenset({"NotStarted", "WaitingForQueueSpace", "QueuedInCromwell", "Starting"})
 _TERMINAL_WORKFLOW = frozenset({"Succeeded", "Failed", "Aborted"})
+_CANCELLED_WORKFLOW = frozenset({"Aborting", "Aborted"})
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What a WDL single-quoted string (a runtime attribute) and the mounts list may not hold.
 _UNSAFE_ATTRIBUTE_RE = re.compile(r"['\"\\\s]|[$~]\{")
@@ -285,8 +299,8 @@ def workflow_status(metadata: Mapping[str, Any], stderr_tail: str = "") -> tuple
         if stderr_tail:
             text += f" (stderr: {stderr_tail})"
         return JobStatus.FINISHED_WITH_ERROR, _short_message(text)
-    if status in ("Aborting", "Aborted"):
-        return JobStatus.FINISHED_WITH_ERROR, status  # aborted from outside this server
+    if status in _CANCELLED_WORKFLOW:  # cancelled through this server, or aborted by anyone
+        return JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE
     message = str(metadata.get("message") or "")  # e.g. metadata archived and deleted
     return JobStatus.UNDEFINED, _short_message(f"{status}: {message}" if status and message else status or message)
 
@@ -392,6 +406,47 @@ class _Workflow:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Recent:
+    """A workflow this adapter has just submitted (Cromwell's query may not show it yet)."""
+
+    workflow_id: str
+    at: float  # monotonic
+    submitted: str  # ISO 8601 UTC
+    labels: Mapping[str, str]
+
+
+def _kind(labels: Mapping[str, Any]) -> JobKind | None:
+    try:
+        return JobKind(str(labels.get(JOB_TYPE_LABEL)))
+    except ValueError:
+        return None
+
+
+def _resources(text: Any) -> Resources | None:
+    """The resources of the ``RESOURCES_LABEL`` label, or None."""
+    parts = str(text or "").split(",")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    return Resources(*(int(p) for p in parts))
+
+
+def resources_label(resources: Resources) -> str:
+    r = resources
+    return f"{r.number_of_workers},{r.cpu_limit},{r.memory_limit},{r.gpu_limit}"
+
+
+def utc(text: Any) -> str:
+    """An ISO 8601 time of Cromwell's (which may carry the server's offset) in UTC; "" if none."""
+    if not text:
+        return ""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    return when.astimezone(UTC).isoformat() if when.tzinfo else when.replace(tzinfo=UTC).isoformat()
+
+
 class CromwellCompute:
     """Runs each job as a one-task WDL workflow labelled with the job's name."""
 
@@ -406,8 +461,9 @@ class CromwellCompute:
         self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"  # no credentials
         self._lock = threading.Lock()  # the name check and the submission, together
         self._memory = threading.Lock()
-        self._submitted: dict[str, tuple[str, float]] = {}  # name -> (workflow id, when)
+        self._submitted: dict[str, _Recent] = {}  # name -> the workflow just submitted
         self._removed: dict[str, float] = {}  # workflow id -> when
+        self._cancelled: dict[str, float] = {}  # workflow id -> when its abort was accepted
 
     # -- HTTP -------------------------------------------------------------
     def _request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
@@ -431,29 +487,51 @@ class CromwellCompute:
             ) from None
 
     # -- memory of the query summary's lag ----------------------------------
-    def _remember(self, name: str, workflow_id: str) -> None:
+    def _remember(self, name: str, workflow_id: str, labels: Mapping[str, str]) -> None:
         with self._memory:
-            self._submitted[name] = (workflow_id, time.monotonic())
+            self._submitted[name] = _Recent(workflow_id, time.monotonic(), datetime.now(UTC).isoformat(), labels)
+
+    def _recent_id(self, name: str) -> str:
+        recent = self._submitted.get(name)
+        return recent.workflow_id if recent is not None else ""
 
     def _forget(self, name: str, workflow_id: str) -> None:
         with self._memory:
             self._removed[workflow_id] = time.monotonic()
-            if self._submitted.get(name, ("",))[0] == workflow_id:
+            if self._recent_id(name) == workflow_id:
                 del self._submitted[name]
 
     def _prune(self) -> None:
         horizon = time.monotonic() - REMEMBER_SECONDS
         with self._memory:
-            for name in [n for n, (_, t) in self._submitted.items() if t < horizon]:
+            for name in [n for n, r in self._submitted.items() if r.at < horizon]:
                 del self._submitted[name]
-            for wid in [w for w, t in self._removed.items() if t < horizon]:
-                del self._removed[wid]
+            for memory in (self._removed, self._cancelled):
+                for wid in [w for w, t in memory.items() if t < horizon]:
+                    del memory[wid]
+
+    def _cancelling(self, workflow_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The metadata, as Aborting while Cromwell's own record has not caught up with an
+        abort this adapter has just had accepted."""
+        with self._memory:
+            cancelled = workflow_id in self._cancelled
+        if cancelled and str(metadata.get("status") or "") in ("Submitted", "On Hold", "Running"):
+            return {**metadata, "status": "Aborting"}
+        return metadata
 
     # -- finding a job's workflow ------------------------------------------
     def _query(self, name: str) -> list[Mapping[str, Any]]:
         what = f"find the workflow of job {name!r}"
+        return [
+            result
+            for result in self._search(f"{JOB_LABEL}:{name}", what)
+            if (result.get("labels") or {}).get(JOB_LABEL, name) == name
+        ]
+
+    def _search(self, label: str, what: str) -> list[Mapping[str, Any]]:
+        """The workflows of this adapter's with the label ``key:value``, removed ones excluded."""
         filters = [
-            {"label": f"{JOB_LABEL}:{name}"},
+            {"label": label},
             {"excludeLabelOr": f"{REMOVED_LABEL}:{REMOVED_VALUE}"},
             {"additionalQueryResultFields": "labels"},
         ]
@@ -471,10 +549,10 @@ class CromwellCompute:
             if not isinstance(result, Mapping) or not result.get("id"):
                 continue
             labels = result.get("labels") or {}
+            if not isinstance(labels, Mapping) or result.get("name", WORKFLOW_NAME) != WORKFLOW_NAME:
+                continue  # not a workflow of this adapter's
             if result.get("id") in removed or labels.get(REMOVED_LABEL) == REMOVED_VALUE:
                 continue
-            if labels.get(JOB_LABEL, name) != name or result.get("name", WORKFLOW_NAME) != WORKFLOW_NAME:
-                continue  # not a workflow of this adapter's
             found.append(result)
         return found
 
@@ -486,13 +564,13 @@ class CromwellCompute:
             if len(results) > 1:
                 log.warning("cromwell_duplicate_job", extra={"job": name, "workflows": [r["id"] for r in results]})
             with self._memory:
-                if self._submitted.get(name, ("",))[0] in {r["id"] for r in results}:
+                if self._recent_id(name) in {r["id"] for r in results}:
                     del self._submitted[name]  # the summary has caught up
             return _Workflow(str(latest["id"]), str(latest.get("status") or ""))
         with self._memory:
             recent = self._submitted.get(name)
         if recent is not None:
-            return _Workflow(recent[0], "Submitted")
+            return _Workflow(recent.workflow_id, "Submitted")
         return None
 
     def _workflow(self, name: str) -> _Workflow:
@@ -515,10 +593,64 @@ class CromwellCompute:
 
     # -- the port -------------------------------------------------------------
     def list_jobs(self, instance: str) -> list[JobSummary]:
-        raise NotImplementedError("listing jobs: issue 12, in progress")
+        self._prune()
+        results = self._search(f"{INSTANCE_LABEL}:{instance}", f"list the jobs of server instance {instance!r}")
+        listed: dict[str, tuple[str, Mapping[str, Any], str, Any]] = {}  # wid -> (name, labels, status, submitted)
+        for result in results:
+            labels = result.get("labels") or {}
+            name = labels.get(JOB_LABEL)
+            if isinstance(name, str) and name and labels.get(INSTANCE_LABEL) == instance:
+                listed[str(result["id"])] = (name, labels, str(result.get("status") or ""), result.get("submission"))
+        with self._memory:  # just submitted: not in the query's summary yet
+            for name, recent in self._submitted.items():
+                if recent.workflow_id not in listed and recent.labels.get(INSTANCE_LABEL) == instance:
+                    listed[recent.workflow_id] = (name, recent.labels, "Submitted", recent.submitted)
+        summaries = []
+        for wid, (name, labels, status, submitted) in listed.items():
+            kind = _kind(labels)
+            if kind is not None:
+                summaries.append(self._summary(name, kind, wid, labels, status, submitted))
+        summaries.sort(key=lambda s: s.created, reverse=True)
+        return summaries
+
+    def _summary(
+        self, name: str, kind: JobKind, wid: str, labels: Mapping[str, Any], status: str, submitted: Any
+    ) -> JobSummary:
+        """One job of the listing: a finished one from its labels and the query's summary,
+        one in progress from its metadata (the summary lags behind what the job does)."""
+        image = str(labels.get(IMAGE_LABEL) or "")
+        metadata: Mapping[str, Any] | None = None
+        if status not in _TERMINAL_WORKFLOW or not image or not submitted:
+            try:
+                metadata = self._cancelling(wid, self._metadata(name, _Workflow(wid, status)))
+            except JobNotFound:
+                metadata = None  # not readable yet (or any more): the summary's word
+        if metadata is not None:
+            info = job_info(name, metadata)
+            job_status, message = info.status, info.message
+            image = image or info.image
+            submitted = submitted or metadata.get("submission")
+        else:
+            job_status, message = workflow_status(self._cancelling(wid, {"status": status}))
+        return JobSummary(
+            name=name, kind=kind, image=image, status=job_status, message=message, created=utc(submitted),
+            resources=_resources(labels.get(RESOURCES_LABEL)),
+        )  # fmt: skip
 
     def cancel(self, name: str) -> JobInfo:
-        raise NotImplementedError("cancel: issue 12, in progress")
+        workflow = self._workflow(name)
+        metadata = self._cancelling(workflow.id, self._metadata(name, workflow))
+        if str(metadata.get("status") or "") not in _TERMINAL_WORKFLOW | _CANCELLED_WORKFLOW:
+            what = f"cancel job {name!r} (workflow {workflow.id})"
+            response = self._request("POST", f"{API}/{workflow.id}/abort", what)
+            if response.status_code == 200:  # {"status": "Aborted"} before it started, else "Aborting"
+                with self._memory:
+                    self._cancelled[workflow.id] = time.monotonic()
+                log.info("cromwell_cancelled", extra={"job": name, "workflow": workflow.id})
+            elif response.status_code not in (403, 404):  # not in progress any more: it ended meanwhile
+                raise _unexpected(what, response)
+            metadata = self._cancelling(workflow.id, self._metadata(name, workflow))
+        return job_info(name, metadata, self._stderr_tail(metadata))
 
     def ping(self) -> None:
         what = "report its version"
@@ -545,9 +677,12 @@ class CromwellCompute:
     def schedule(self, job: ContainerJob) -> JobInfo:
         self._refuse(job.resources)
         wdl = render_wdl(job, self.options, self._user(job))
-        labels = {**dict(self.options.labels), **job.labels, JOB_LABEL: job.name}
+        ours = {RESOURCES_LABEL: resources_label(job.resources)}
+        if len(job.image) <= LABEL_MAX:
+            ours[IMAGE_LABEL] = job.image
+        labels = {**dict(self.options.labels), **job.labels, **ours, JOB_LABEL: job.name}
         for key, value in labels.items():
-            if not key or len(key) > 255 or len(value) > 255:
+            if not key or len(key) > LABEL_MAX or len(value) > LABEL_MAX:
                 raise InvalidJobSpec(f"label {key!r}: Cromwell labels have 1 to 255 characters, values at most 255")
         what = f"submit job {job.name!r}"
         with self._lock:
@@ -575,7 +710,7 @@ class CromwellCompute:
             workflow_id = body.get("id") if isinstance(body, Mapping) else None
             if not isinstance(workflow_id, str) or not workflow_id:
                 raise BackendUnavailable(f"{BACKEND} accepted job {job.name!r} without a workflow id")
-            self._remember(job.name, workflow_id)
+            self._remember(job.name, workflow_id, labels)
         status = str(body.get("status") or "Submitted")
         log.info("cromwell_submitted", extra={"job": job.name, "workflow": workflow_id, "status": status})
         return JobInfo(
@@ -603,11 +738,13 @@ class CromwellCompute:
         return _last_lines(read_tail((call or {}).get("stderr"), 64 * 1024))
 
     def info(self, name: str) -> JobInfo:
-        metadata = self._metadata(name, self._workflow(name))
+        workflow = self._workflow(name)
+        metadata = self._cancelling(workflow.id, self._metadata(name, workflow))
         return job_info(name, metadata, self._stderr_tail(metadata))
 
     def state(self, name: str, log_tail: int) -> JobState:
-        metadata = self._metadata(name, self._workflow(name))
+        workflow = self._workflow(name)
+        metadata = self._cancelling(workflow.id, self._metadata(name, workflow))
         info = job_info(name, metadata, self._stderr_tail(metadata))
         return JobState(info, call_logs(latest_call(metadata), log_tail))
 

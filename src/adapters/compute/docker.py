@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
+import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +19,8 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from .docker_view import EXITED, RUNNING, ContainerView, Final
+from .docker_view import EXITED, RUNNING, ContainerView, Final, labels_match
+from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
 from ...domain.errors import (
     BackendUnavailable,
@@ -26,6 +31,8 @@ from ...domain.errors import (
     ResourceUnavailable,
 )
 from ...domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
     JOB_TYPE_LABEL,
     ComputeCapabilities,
     ContainerJob,
@@ -37,6 +44,12 @@ from ...domain.model import (
 )
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+# Under storeBase (as this server mounts it), beside the key-<jid>/ dirs: the adapter's
+# own state, i.e. which containers an operator cancelled (a job id never starts with ".").
+STATE_DIR = ".pfcon-docker"
+# The image a job asked for, as given (Podman reports the name it resolved it to,
+# e.g. localhost/<image>): what a listing shows.
+IMAGE_LABEL = "org.chrisproject.pfcon.image"
 # What a call may raise when the engine is down or fails: the SDK's own errors, and
 # the HTTP client's (a refused or dropped connection is not a DockerException).
 REMOVE_ATTEMPTS = 4  # a removal the engine fails with a 5xx is retried (0.1, 0.2, 0.4 s apart)
@@ -81,6 +94,107 @@ def decode_logs(raw: bytes | str) -> str:
     return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
 
 
+class CancelMarks:
+    """Which containers an operator cancelled: a container's labels cannot be changed, so
+    each cancellation is a small file ``<directory>/<name>`` holding the container's id
+    (docs/adr/0020-cancel-is-not-delete.md). The file outlives the server; a container
+    created later under the same name has another id and is not cancelled. Without a
+    directory, cancellations are remembered by this process only."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._known: dict[str, str] = {}  # name -> the cancelled container's id
+
+    def _path(self, name: str) -> str | None:
+        if self.directory is None or not name or name.startswith(".") or "/" in name or "\x00" in name:
+            return None
+        return os.path.join(self.directory, name)
+
+    def mark(self, name: str, cid: str) -> None:
+        """Record the cancellation durably. Raises OSError."""
+        path = self._path(name)
+        if path is not None:
+            assert self.directory is not None
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(temporary, "w") as f:
+                f.write(cid)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        with self._lock:
+            self._known[name] = cid
+
+    def get(self, name: str) -> str | None:
+        """The id of the container of ``name`` that was cancelled (None: none)."""
+        with self._lock:
+            known = self._known.get(name)
+        if known is not None:
+            return known
+        path = self._path(name)
+        if path is None:
+            return None
+        try:
+            with open(path) as f:
+                cid = f.read().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            return None  # unreadable: the engine's own status shows
+        if cid:
+            with self._lock:
+                self._known[name] = cid
+        return cid or None
+
+    def is_cancelled(self, name: str, cid: Any) -> bool:
+        return bool(cid) and self.get(name) == cid
+
+    def clear(self, name: str) -> None:
+        with self._lock:
+            self._known.pop(name, None)
+        path = self._path(name)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+_EXIT_CODE = re.compile(r"\((-?\d+)\)")
+
+
+def listed_state(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``State`` an inspect would show, as far as a list entry tells it: its state
+    and the exit code in its status text ("Exited (3) 2 minutes ago")."""
+    status = str(container.get("State") or "").lower()
+    if status in ("configured", "initialized"):  # Podman's names of a created container
+        status = "created"
+    state: dict[str, Any] = {"Status": status, "Running": status == "running", "Paused": status == "paused"}
+    if status in ("exited", "stopped", "dead"):
+        match = _EXIT_CODE.search(str(container.get("Status") or ""))
+        state["ExitCode"] = int(match.group(1)) if match else None
+    return state
+
+
+def resources_from_host_config(host_config: Mapping[str, Any]) -> Resources | None:
+    """A job's resources from its container's ``HostConfig`` (the inverse of the mapping
+    at create; None without CPU and memory limits, e.g. IGNORE_LIMITS)."""
+    nano_cpus = int(host_config.get("NanoCpus") or 0)
+    memory = int(host_config.get("Memory") or 0)
+    if nano_cpus <= 0 or memory <= 0:
+        return None
+    gpus = sum(max(0, int(r.get("Count") or 0)) for r in host_config.get("DeviceRequests") or ())
+    return Resources(1, nano_cpus // 1_000_000, memory // (1024 * 1024), gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class _Details:
+    """What a listing needs from an inspect, once per container (it never changes)."""
+
+    image: str
+    created: str
+    resources: Resources | None
+
+
 @dataclass(frozen=True, slots=True)
 class DockerOptions:
     storebase: str  # host path of storeBase as the engine sees it
@@ -99,6 +213,10 @@ class DockerOptions:
     # jobs (docs/adr/0018-docker-status-view.md); off: every status request inspects.
     status_view: bool = False
     view_resync_seconds: float = 60.0
+    # Where cancellations are recorded (a directory this server writes, under its
+    # storeBase mount); None: in this process's memory only.
+    state_dir: str | None = None
+    cancel_grace_seconds: int = 2  # a cancelled job gets SIGTERM, then SIGKILL after this
     capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
 
@@ -136,6 +254,10 @@ class DockerCompute:
         self.api = client.api
         self.options = options
         self.capabilities = options.capabilities
+        self.marks = CancelMarks(options.state_dir)
+        self._details: OrderedDict[str, _Details] = OrderedDict()  # container id -> details
+        self._details_lock = threading.Lock()
+        self._node: str | None = None
         self.view: ContainerView | None = None
         if options.status_view:
             self.view = ContainerView(self.api, self.selector, resync_seconds=options.view_resync_seconds)
@@ -191,11 +313,114 @@ class DockerCompute:
         groups += [g for g in self.options.supplemental_groups if g not in groups and g != gid]
         return user, groups or None
 
+    # -- the operator's view: listing and cancel -----------------------------------------
+    def _unavailable(self, error: Exception) -> BackendUnavailable:
+        return BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(error)}")
+
+    def _node_name(self) -> str:
+        """The engine's name (its host's), asked once: every job of this adapter runs there."""
+        if self._node is None:
+            try:
+                self._node = str(self.api.info().get("Name") or "")
+            except ENGINE_ERRORS as e:
+                raise self._unavailable(e) from e
+        return self._node
+
+    def _container_details(self, cids: Iterable[str]) -> dict[str, _Details]:
+        """Image, creation time and resources of containers, inspected once each (several
+        at a time) and remembered: a listing inspects only containers it has not seen."""
+        with self._details_lock:
+            known = {cid: self._details[cid] for cid in cids if cid in self._details}
+        missing = [cid for cid in cids if cid not in known]
+
+        def inspect(cid: str) -> tuple[str, _Details | None]:
+            try:
+                attrs = self.api.inspect_container(cid)
+            except docker.errors.NotFound:
+                return cid, None  # removed since the list
+            except ENGINE_ERRORS as e:
+                raise self._unavailable(e) from e
+            return cid, _Details(
+                image=str((attrs.get("Config") or {}).get("Image") or ""),
+                created=iso_utc(attrs.get("Created")),
+                resources=resources_from_host_config(attrs.get("HostConfig") or {}),
+            )
+
+        if missing:
+            with ThreadPoolExecutor(max_workers=min(8, len(missing)), thread_name_prefix="docker-list") as pool:
+                found = dict(pool.map(inspect, missing))
+            with self._details_lock:
+                for cid, details in found.items():
+                    if details is not None:
+                        known[cid] = self._details[cid] = details
+                while len(self._details) > 20_000:
+                    self._details.popitem(last=False)
+        return known
+
     def list_jobs(self, instance: str) -> list[JobSummary]:
-        raise NotImplementedError("listing jobs: issue 12, in progress")
+        selector = (*self.selector, f"{INSTANCE_LABEL}={instance}")
+        # The engine filters on key=value labels (Podman 4.3 mishandles a key-only one);
+        # the job-type label's presence is checked here.
+        pairs = [item for item in selector if "=" in item]
+        try:
+            containers = self.api.containers(all=True, filters={"label": pairs})
+        except ENGINE_ERRORS as e:
+            raise self._unavailable(e) from e
+        mine = [c for c in containers if c.get("Names") and c.get("Id") and labels_match(c.get("Labels"), selector)]
+        details = self._container_details([str(c["Id"]) for c in mine])
+        node = self._node_name() if mine else ""
+        summaries = []
+        for c in mine:
+            cid, labels = str(c["Id"]), c.get("Labels") or {}
+            kind, more = job_kind(labels), details.get(cid)
+            if kind is None or more is None:
+                continue
+            name = str(c["Names"][0]).lstrip("/")
+            state = listed_state(c)
+            status, message = docker_status(state), state["Status"]
+            if self.marks.is_cancelled(name, cid):
+                status, message = JobStatus.FINISHED_WITH_ERROR, CANCELLED_MESSAGE
+            summaries.append(
+                JobSummary(
+                    name=name,
+                    kind=kind,
+                    image=str(labels.get(IMAGE_LABEL) or more.image or c.get("Image") or ""),
+                    status=status,
+                    message=message,
+                    created=more.created or iso_utc(c.get("Created")),
+                    resources=more.resources,
+                    node=node if state["Status"] != "created" else "",
+                )
+            )
+        summaries.sort(key=lambda s: (s.created, s.name), reverse=True)
+        return summaries
+
+    def _as_marked(self, name: str, cid: Any, info: JobInfo) -> JobInfo:
+        return cancelled(info) if self.marks.is_cancelled(name, cid) else info
 
     def cancel(self, name: str) -> JobInfo:
-        raise NotImplementedError("cancel: issue 12, in progress")
+        attrs = self._inspect(name)
+        cid = str(attrs.get("Id") or "")
+        info = job_info_from_inspect(name, attrs)
+        if info.status.is_terminal or self.marks.is_cancelled(name, cid):
+            return self._as_marked(name, cid, info)  # finished (or cancelled) already: as it is
+        try:
+            self.marks.mark(name, cid)  # first: from now on, whatever the exit, it is cancelled
+        except OSError as e:
+            raise BackendUnavailable(
+                f"cannot record the cancellation of {name} in {self.options.state_dir}: {e.strerror or e}"
+            ) from None
+        try:
+            self.api.stop(cid, timeout=self.options.cancel_grace_seconds)
+        except docker.errors.NotFound as e:
+            self.marks.clear(name)
+            raise JobNotFound(name, str(e)) from None
+        except ENGINE_ERRORS as e:
+            self.marks.clear(name)  # still running: not cancelled
+            raise self._unavailable(e) from e
+        with contextlib.suppress(JobNotFound):  # removed meanwhile: the info before the stop
+            info = self._observe(name)[1]
+        return cancelled(info)
 
     def ping(self) -> None:
         try:
@@ -242,9 +467,10 @@ class DockerCompute:
         host_config_kwargs = self._host_config(job)
         if group_add:
             host_config_kwargs["group_add"] = group_add
-        labels = {**dict(self.options.labels), **job.labels}
+        labels = {**dict(self.options.labels), **job.labels, IMAGE_LABEL: job.image}
         if self.view is not None:
             self.view.forget(job.name)  # what it knew belongs to an earlier container of this name
+        self.marks.clear(job.name)  # a cancellation of an earlier container of this name
 
         def create() -> None:
             self.api.create_container(
@@ -345,10 +571,11 @@ class DockerCompute:
         record = self.view.get(name) if self.view is not None else None
         if record is not None:
             if record.final is not None:
-                return record.final.info
+                return self._as_marked(name, record.id, record.final.info)
             if record.phase == RUNNING and record.running is not None:
-                return record.running
-        return self._observe(name)[1]
+                return self._as_marked(name, record.id, record.running)
+        attrs, info = self._observe(name)
+        return self._as_marked(name, attrs.get("Id"), info)
 
     def _logs(self, name: str, log_tail: int) -> str:
         try:
@@ -367,9 +594,9 @@ class DockerCompute:
             if record.final is not None:
                 logs = record.final.logs_for(log_tail)
                 if logs is not None:
-                    return JobState(record.final.info, logs)
+                    return JobState(self._as_marked(name, record.id, record.final.info), logs)
             elif record.phase == RUNNING and record.running is not None:
-                return JobState(record.running, self._logs(name, log_tail))
+                return JobState(self._as_marked(name, record.id, record.running), self._logs(name, log_tail))
         attrs, info = self._observe(name)
         logs = self._logs(name, log_tail)
         if view is not None and (attrs.get("State") or {}).get("Status") in ("exited", "dead"):
@@ -377,7 +604,7 @@ class DockerCompute:
             record = view.get(name)
             if record is not None and record.id == attrs.get("Id") and record.phase == EXITED:
                 view.keep_final(name, record.id, Final(info, log_tail, logs))
-        return JobState(info, logs)
+        return JobState(self._as_marked(name, attrs.get("Id"), info), logs)
 
     def remove(self, name: str) -> None:
         for attempt in range(REMOVE_ATTEMPTS):
@@ -387,6 +614,7 @@ class DockerCompute:
             except docker.errors.NotFound as e:
                 if self.view is not None:
                     self.view.forget(name, destroyed=True)
+                self.marks.clear(name)
                 raise JobNotFound(name, str(e)) from None
             except docker.errors.APIError as e:
                 # Podman 4.3 answers 500 "could not be stopped: sending SIGKILL …" when the
@@ -399,6 +627,7 @@ class DockerCompute:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
         if self.view is not None:
             self.view.forget(name, destroyed=True)
+        self.marks.clear(name)
 
 
 def discover_storebase(

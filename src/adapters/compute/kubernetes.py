@@ -29,15 +29,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .k8s_view import JOBS, ClusterView, Gone, owner_uid, slim_job, slim_pod
+from .k8s_view import JOBS, PODS, ClusterView, Gone, owner_uid, slim_job, slim_pod
+from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
 from ...domain.errors import BackendUnavailable, InvalidJobSpec, JobAlreadyExists, JobNotFound
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
+from ...domain.model import (
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Resources,
+)
 
 log = logging.getLogger(__name__)
 
 BACKEND = "Kubernetes API server"  # how errors name the backend
 MANAGED_BY = ("app.kubernetes.io/managed-by", "pfcon")  # on every Job and pod this server creates
+# On a Job an operator cancelled: from then on it is finishedWithError, "cancelled", whatever
+# its pods and conditions say (docs/adr/0020-cancel-is-not-delete.md). A label, because the
+# watch-fed view keeps a Job's labels.
+CANCELLED_LABEL = "org.chrisproject.pfcon.cancelled"
+MERGE_PATCH = "application/merge-patch+json"
 STOREBASE_VOLUME = "storebase"
 SHM_VOLUME = "dshm"
 DEFAULT_DEADLINE = 7 * 24 * 3600  # pfcon's activeDeadlineSeconds: a stuck Job ends as DeadlineExceeded
@@ -381,6 +397,49 @@ def format_logs(chunks: list[tuple[str, str, str | None]]) -> str:
     return "".join(parts)
 
 
+def is_cancelled(job: dict[str, Any]) -> bool:
+    return CANCELLED_LABEL in (_get(job, "metadata", "labels") or {})
+
+
+def _millicores(quantity: Any) -> int | None:
+    text = str(quantity or "")
+    try:
+        return int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
+    except ValueError:
+        return None
+
+
+_BINARY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def _mebibytes(quantity: Any) -> int | None:
+    text = str(quantity or "")
+    try:
+        for suffix, factor in _BINARY.items():
+            if text.endswith(suffix):
+                return int(float(text[: -len(suffix)]) * factor)
+        return int(float(text)) // (1024 * 1024)
+    except ValueError:
+        return None
+
+
+def job_resources(job: dict[str, Any]) -> Resources | None:
+    """A job's resources from its Job (the inverse of ``job_manifest``: limits and
+    parallelism; None without CPU and memory limits, e.g. IGNORE_LIMITS)."""
+    containers = _get(job, "spec", "template", "spec", "containers") or [{}]
+    limits = _get(containers[0], "resources", "limits") or {}
+    cpu, memory = _millicores(limits.get("cpu")), _mebibytes(limits.get("memory"))
+    if not cpu or not memory:
+        return None
+    workers = int(_get(job, "spec", "parallelism") or 1)
+    return Resources(workers, cpu, memory, int(limits.get("nvidia.com/gpu") or 0))
+
+
+def pod_nodes(pods: list[dict[str, Any]]) -> str:
+    """The nodes a Job's pods were placed on (comma-separated, oldest pod first)."""
+    return ",".join(_unique(str(_get(p, "spec", "nodeName") or "") for p in sorted(pods, key=_pod_order)))
+
+
 # -- the API server: a few calls on JSON, each counted ----------------------------------------------
 
 
@@ -504,6 +563,14 @@ class KubeApi:
     def delete_job(self, namespace: str, name: str) -> None:
         self._call("delete job", self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
 
+    def patch_job(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json(
+            "patch job", self.batch.patch_namespaced_job, name, namespace, body, _content_type=MERGE_PATCH
+        )
+
+    def patch_pod(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json("patch pod", self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE_PATCH)
+
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         data = self._json("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector)
         return list(data.get("items") or [])
@@ -590,6 +657,8 @@ class KubernetesCompute:
         )
         self._lock = threading.Lock()
         self._final: OrderedDict[str, _Final] = OrderedDict()  # Job uid -> its final info (stable)
+        # Jobs cancelled by this process, until the view shows their label (Job uids)
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._logs: OrderedDict[tuple[str, int], tuple[float, bool, str]] = OrderedDict()
         self._reading: dict[tuple[str, int], threading.Lock] = {}
         self._stop = threading.Event()
@@ -684,6 +753,8 @@ class KubernetesCompute:
                 self._final.move_to_end(uid)
                 return final.info, final.pods
         info = job_info(seen.job, seen.pods, seen.remembered)
+        if is_cancelled(seen.job) or uid in self._cancelled:
+            return cancelled(info), seen.pods  # whatever its pods and conditions say
         if not info.status.is_terminal or not is_finished(seen.job):
             return info, seen.pods
         pods = seen.pods
@@ -775,11 +846,103 @@ class KubernetesCompute:
             with self._lock:
                 self._final.pop(uid, None)
 
+    # -- the operator's view: listing and cancel -----------------------------------------
     def list_jobs(self, instance: str) -> list[JobSummary]:
-        raise NotImplementedError("listing jobs: issue 12, in progress")
+        """Two LISTs whatever the number of jobs (this instance's Jobs and their pods, by
+        label selector), read from the API server: the view keeps neither the limits nor
+        the pods' nodes, and a listing is right whether or not the view is current."""
+        selector = f"{self.options.selector},{JOB_TYPE_LABEL},{INSTANCE_LABEL}={instance}"
+        try:
+            jobs, _ = self.api.list(JOBS, self.namespace, selector)
+            pods, _ = self.api.list(PODS, self.namespace, selector) if jobs else ([], "")
+        except ApiError as e:
+            raise BackendUnavailable(f"{BACKEND} refused to list Jobs ({e})") from None
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for pod in pods:
+            by_job.setdefault(owner_uid(pod) or "", []).append(pod)
+        summaries = []
+        for job in jobs:
+            kind = job_kind(_get(job, "metadata", "labels"))
+            if kind is None:
+                continue
+            uid = str(_get(job, "metadata", "uid") or "")
+            own = by_job.get(uid, [])
+            info = job_info(slim_job(job), [slim_pod(p) for p in own])
+            if is_cancelled(job) or uid in self._cancelled:
+                info = cancelled(info)
+            summaries.append(
+                JobSummary(
+                    name=info.name,
+                    kind=kind,
+                    image=info.image,
+                    status=info.status,
+                    message=info.message,
+                    created=iso_utc(_get(job, "metadata", "creationTimestamp")),
+                    resources=job_resources(job),
+                    node=pod_nodes(own),
+                )
+            )
+        summaries.sort(key=lambda s: (s.created, s.name), reverse=True)
+        return summaries
+
+    def _read_for_cancel(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        try:
+            job = self.api.read_job(self.namespace, name)
+        except ApiError as e:
+            if e.status == 404:
+                raise JobNotFound(name) from None
+            raise BackendUnavailable(f"{BACKEND} refused to read the Job ({e})") from None
+        return job, self._direct_pods(slim_job(job))
 
     def cancel(self, name: str) -> JobInfo:
-        raise NotImplementedError("cancel: issue 12, in progress")
+        """Label the Job cancelled, then stop its pods without deleting them (Kubernetes
+        1.20 has no Job suspend): a pod's own ``activeDeadlineSeconds`` is lowered to 1 s,
+        so the kubelet kills its container and keeps the pod, its logs with it; the Job
+        then fails (backoffLimit 0). A Job with no started pod gets the deadline instead
+        (the controller deletes pods that never ran). Read from the API server, never
+        the view: a Job that has just finished is left as it is."""
+        for attempt in range(3):
+            job, pods = self._read_for_cancel(name)
+            slim = slim_job(job)
+            info = job_info(slim, pods)
+            if is_cancelled(job):
+                break
+            if info.status.is_terminal:
+                return info  # finished on its own: as it is
+            version = str(_get(job, "metadata", "resourceVersion") or "")
+            patch = {"metadata": {"labels": {CANCELLED_LABEL: "true"}, "resourceVersion": version}}
+            try:  # only if the Job did not change since it was read (it may have finished)
+                job = self.api.patch_job(self.namespace, name, patch)
+                break
+            except ApiError as e:
+                if e.status == 409 and attempt < 2:
+                    continue
+                if e.status == 404:
+                    raise JobNotFound(name) from None
+                raise BackendUnavailable(f"{BACKEND} refused to label the Job cancelled ({e})") from None
+        uid = str(_get(job, "metadata", "uid") or "")
+        with self._lock:
+            self._cancelled[uid] = None
+            while len(self._cancelled) > 4096:
+                self._cancelled.popitem(last=False)
+        if not is_finished(job):
+            self._stop_pods(name, pods)
+        return cancelled(info)
+
+    def _stop_pods(self, name: str, pods: list[dict[str, Any]]) -> None:
+        started = [p for p in pods if not pod_ended(p) and _get(p, "status", "startTime")]
+        try:
+            for pod in started:
+                try:
+                    self.api.patch_pod(self.namespace, str(_get(pod, "metadata", "name")), {"spec": {"activeDeadlineSeconds": 1}})
+                except ApiError as e:
+                    if e.status != 404:  # gone already: nothing to stop
+                        raise
+            if not started:
+                self.api.patch_job(self.namespace, name, {"spec": {"activeDeadlineSeconds": 1}})
+        except ApiError as e:
+            if e.status != 404:
+                raise BackendUnavailable(f"{BACKEND} refused to stop the cancelled Job's pods ({e})") from None
 
     def ping(self) -> None:
         try:

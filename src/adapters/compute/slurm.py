@@ -5,13 +5,14 @@ Each job gets a directory on the storeBase filesystem, which every node shares
 (``COMPUTE_VOLUME_TYPE=host``)::
 
     <storeBase>/.pfcon-slurm/<name>/
-        job.json    what was asked (image, command) and when
+        job.json    what was asked (image, command, resources, labels) and when
         job.sh      the batch script: runs the image through the node's container runtime
         env         the job's environment (mode 0600; removed once the container ran)
         jobid       SLURM's job id
         node        the node that ran it (written by the job)
         exit        the container's exit code (written by the job when it ends)
-        state       the terminal SLURM state, written by the server when it first sees it
+        state       the terminal SLURM state, written by the server when it first sees it,
+                    or CANCELLED when an operator cancelled the job through this server
         output.log  the job's stdout and stderr (its logs)
 
 The directory's existence is the job's ownership mark (a SLURM job of the same name
@@ -20,6 +21,11 @@ of its name. Status comes from one ``squeue`` query shared by every request with
 ``poll_seconds`` (:class:`QueueView`); a job SLURM has forgotten (``MinJobAge``, no
 accounting database) is answered from ``state``/``exit``. Why the commands and not
 ``slurmrestd``: docs/adr/0016-slurm.md.
+
+Listing (the operator's view) reads the job directories, not the queue: labels are not a
+SLURM concept, and the directories are the only record of a job SLURM has forgotten.
+Cancelling is ``scancel`` (the batch script's trap stops the container) followed by a
+``state`` of CANCELLED, so that the job stays cancelled whatever SLURM remembers.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -35,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .options import ContainerUser
 from ...domain.errors import (
@@ -44,7 +52,19 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
+from ...domain.model import (
+    CANCELLED_MESSAGE,
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobKind,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Resources,
+)
 
 BACKEND = "SLURM controller"
 JOBS_DIR = ".pfcon-slurm"  # under storeBase, beside the key-<jid>/ dirs
@@ -62,7 +82,7 @@ _FAILED = {
     "TIMEOUT": "TIMEOUT: the job reached its time limit",
     "OUT_OF_MEMORY": "OUT_OF_MEMORY: the job ran out of memory",
     "NODE_FAIL": "NODE_FAIL: the node running the job failed",
-    "CANCELLED": "cancelled",
+    "CANCELLED": CANCELLED_MESSAGE,
     "PREEMPTED": "PREEMPTED: the job was preempted",
     "BOOT_FAIL": "BOOT_FAIL: the node could not boot for the job",
     "DEADLINE": "DEADLINE: the job could not finish before its deadline",
@@ -70,6 +90,8 @@ _FAILED = {
     "SPECIAL_EXIT": "SPECIAL_EXIT: the job ended in a special state",
 }
 TERMINAL = frozenset({"COMPLETED", "FAILED", *_FAILED})
+# What ``state`` says of a job an operator cancelled through this server.
+CANCELLED, CANCEL_REASON = "CANCELLED", "pfcon"
 # Exit codes of a container runtime that could not run the container at all
 # (docker/podman: 125 the runtime failed, e.g. no such image; 126/127 the command).
 _RUNTIME_FAILURE = frozenset({125, 126, 127})
@@ -447,6 +469,20 @@ def _mtime(path: str) -> str:
         return ""
 
 
+def _resources(value: Any) -> Resources | None:
+    """The resources ``job.json`` records (None for a job from before they were)."""
+    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
+        return Resources(*value)
+    return None
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
 def tail(path: str, lines: int, block: int = 64 * 1024) -> str:
     """The last ``lines`` lines of a file, reading it backwards (a log may be large)."""
     if lines <= 0:
@@ -490,12 +526,6 @@ class SlurmCompute:
         except OSError as e:
             raise BackendUnavailable(f"{BACKEND} unavailable: cannot run {argv[0]}: {e.strerror or e}") from None
 
-    def list_jobs(self, instance: str) -> list[JobSummary]:
-        raise NotImplementedError("listing jobs: issue 12, in progress")
-
-    def cancel(self, name: str) -> JobInfo:
-        raise NotImplementedError("cancel: issue 12, in progress")
-
     def ping(self) -> None:
         done = self._run(["scontrol", "ping"])
         if done.returncode != 0 or "DOWN" in done.stdout:
@@ -535,7 +565,12 @@ class SlurmCompute:
         try:
             submitted = _now()
             with open(os.path.join(local, "job.json"), "w", encoding="utf-8") as f:
-                json.dump({"image": job.image, "cmd": shlex.join(job.command), "submitted": submitted}, f)
+                r = job.resources
+                json.dump({
+                    "image": job.image, "cmd": shlex.join(job.command), "submitted": submitted,
+                    "resources": [r.number_of_workers, r.cpu_limit, r.memory_limit, r.gpu_limit],
+                    "labels": dict(job.labels),
+                }, f)  # fmt: skip
             fd = os.open(os.path.join(local, "env"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(env)
@@ -600,36 +635,113 @@ class SlurmCompute:
             found = rows.get(jobid) if jobid else next((r for r in rows.values() if r.name == name), None)
         return found
 
-    def info(self, name: str) -> JobInfo:
+    def _meta(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The job's directory and what ``job.json`` says; JobNotFound without one."""
         d = self._dir(name)
-        meta_text = _read(os.path.join(d, "job.json"))
-        if meta_text is None:
+        text = _read(os.path.join(d, "job.json"))
+        if text is None:
             raise JobNotFound(name)
-        meta = json.loads(meta_text)
-        image, cmd = meta.get("image", ""), meta.get("cmd", "")
+        try:
+            meta = json.loads(text)
+        except ValueError:
+            meta = None  # cut short by a crash: the job is still ours
+        return d, meta if isinstance(meta, dict) else {}
+
+    def info(self, name: str) -> JobInfo:
+        return self._info(name, *self._meta(name))[0]
+
+    def _info(self, name: str, d: str, meta: Mapping[str, Any]) -> tuple[JobInfo, QueueRow | None]:
+        """The job's info, and its row of the queue when that was read."""
+        image, cmd = str(meta.get("image", "")), str(meta.get("cmd", ""))
         jobid = _read(os.path.join(d, "jobid"))
         exit_text = _read(os.path.join(d, "exit"))
         exit_code = int(exit_text) if exit_text and exit_text.lstrip("-").isdigit() else None
         recorded = _read(os.path.join(d, "state"))
-        if recorded:  # SLURM said so while it knew the job
+        if recorded:  # SLURM said so while it knew the job, or this server cancelled it
             state, _, reason = recorded.partition(_SEP)
             status, message = slurm_status(state, reason, exit_code, self._last_line(d, exit_code))
-            return JobInfo(name, image, cmd, status, message, _mtime(os.path.join(d, "state")))
+            return JobInfo(name, image, cmd, status, message, _mtime(os.path.join(d, "state"))), None
         row = self._row(name, d, jobid)
         if row is not None:
             status, message = slurm_status(row.state, row.reason, exit_code, self._last_line(d, exit_code))
-            return JobInfo(name, image, cmd, status, message, row.time)
+            return JobInfo(name, image, cmd, status, message, row.time), row
         if exit_code is not None:  # forgotten by SLURM; the job recorded how it ended
             status, message = slurm_status("COMPLETED" if exit_code == 0 else "FAILED", "", exit_code,
                                            self._last_line(d, exit_code))  # fmt: skip
-            return JobInfo(name, image, cmd, status, message, _mtime(os.path.join(d, "exit")))
+            return JobInfo(name, image, cmd, status, message, _mtime(os.path.join(d, "exit"))), None
         if jobid is None:
-            return JobInfo(name, image, cmd, JobStatus.NOT_STARTED, "submitting", meta.get("submitted", ""))
+            return JobInfo(name, image, cmd, JobStatus.NOT_STARTED, "submitting", str(meta.get("submitted", ""))), None
         return JobInfo(
             name, image, cmd, JobStatus.FINISHED_WITH_ERROR,
             "SLURM no longer knows the job and it recorded no exit code: it ended before its container did "
             "(node failure, cancellation or time limit)", _mtime(os.path.join(d, "jobid")),
-        )  # fmt: skip
+        ), None  # fmt: skip
+
+    # -- the operator's view ---------------------------------------------------
+    def list_jobs(self, instance: str) -> list[JobSummary]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        summaries = []
+        for name in names:
+            try:
+                d, meta = self._meta(name)
+                labels = meta.get("labels")
+                if not isinstance(labels, dict) or labels.get(INSTANCE_LABEL) != instance:
+                    continue  # another server's job, or one from before labels were recorded
+                kind = JobKind(str(labels.get(JOB_TYPE_LABEL)))
+                info, row = self._info(name, d, meta)
+            except (JobNotFound, ValueError):
+                continue  # removed meanwhile, not a job directory, or an unknown kind
+            node = _read(os.path.join(d, "node")) or (row.node if row is not None else "")
+            summaries.append(JobSummary(
+                name=name, kind=kind, image=info.image, status=info.status, message=info.message,
+                created=str(meta.get("submitted") or ""), resources=_resources(meta.get("resources")), node=node,
+            ))  # fmt: skip
+        summaries.sort(key=lambda s: s.created, reverse=True)
+        return summaries
+
+    def cancel(self, name: str) -> JobInfo:
+        d, meta = self._meta(name)
+        jobid = self._submitted_jobid(name, d)
+        info, _ = self._info(name, d, meta)
+        if info.status.is_terminal or os.path.exists(os.path.join(d, "exit")):
+            return info  # it ended (or its container did) before the cancellation: left as it is
+        if jobid is None:  # a submission cut short by a crash: cancel whatever it created
+            argv = ["scancel", f"--name={name}", f"--user={_user()}", "--state=PENDING,RUNNING,SUSPENDED"]
+        else:
+            argv = ["scancel", jobid]
+        done = self._run(argv)
+        if done.returncode != 0:
+            error = (done.stderr or done.stdout).lower()
+            if "already completing or completed" in error or "invalid job id" in error:
+                self.view.invalidate()  # it ended meanwhile: report how
+                return self._info(name, d, meta)[0]
+            raise BackendUnavailable(f"{BACKEND} unavailable: {_first_error(done.stderr or done.stdout)}")
+        try:  # the durable mark: cancelled, whatever SLURM remembers of the job later
+            tmp = os.path.join(d, "state.cancel.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(f"{CANCELLED}{_SEP}{CANCEL_REASON}\n")
+            os.replace(tmp, os.path.join(d, "state"))
+        except FileNotFoundError:
+            raise JobNotFound(name) from None  # removed meanwhile
+        self.view.invalidate()
+        return self._info(name, d, meta)[0]
+
+    def _submitted_jobid(self, name: str, d: str) -> str | None:
+        """The job's SLURM id, waiting for a submission in flight to record it; None when
+        the submission was cut short (the server died between ``sbatch`` and the record)."""
+        deadline = time.monotonic() + self.options.command_timeout + CLOCK_SKEW
+        while (jobid := _read(os.path.join(d, "jobid"))) is None:
+            try:
+                age = time.time() - os.stat(os.path.join(d, "job.json")).st_mtime
+            except FileNotFoundError:
+                raise JobNotFound(name) from None  # the submission failed and left nothing
+            if age > self.options.command_timeout + CLOCK_SKEW or time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+        return jobid
 
     @staticmethod
     def _last_line(d: str, exit_code: int | None) -> str:

@@ -10,10 +10,11 @@ the task: docs/adr/0012-swarm.md.
 
 from __future__ import annotations
 
+import datetime
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import docker
@@ -22,6 +23,7 @@ import docker.types
 import requests.exceptions
 
 from .docker import ENGINE_ERRORS, decode_logs
+from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
 from ...domain.errors import (
     BackendUnavailable,
@@ -30,13 +32,29 @@ from ...domain.errors import (
     JobNotFound,
     ResourceUnavailable,
 )
-from ...domain.model import ComputeCapabilities, ContainerJob, JobInfo, JobState, JobStatus, JobSummary, Resources
+from ...domain.model import (
+    INSTANCE_LABEL,
+    JOB_TYPE_LABEL,
+    ComputeCapabilities,
+    ContainerJob,
+    JobInfo,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Resources,
+)
 
 BACKEND = "Docker Swarm manager"
 # The adapter's own mark on every service it creates (value: the job id), so that a
 # service it did not create — the server's own, CUBE's — is never reported or removed
 # as a job, whatever its name.
 JOB_LABEL = "org.chrisproject.pfcon.jid"
+# On a service an operator cancelled (value: when, ISO 8601 UTC): from then on the job is
+# finishedWithError, "cancelled" (docs/adr/0020-cancel-is-not-delete.md).
+CANCELLED_LABEL = "org.chrisproject.pfcon.cancelled"
+# A cancelled service's tasks may run on no node: its task is shut down, and the one the
+# update creates stays pending (node ids are 25 alphanumeric characters).
+CANCELLED_CONSTRAINT = "node.id==cancelled"
 SHM_TARGET = "/dev/shm"  # noqa: S108 (the container's shared-memory mount point)
 OOM_EXIT_CODE = 128 + 9  # SIGKILL, what the kernel's OOM killer sends
 NO_TASK_MESSAGE = "task not available yet"
@@ -188,6 +206,38 @@ def job_info(name: str, service: Mapping[str, Any], tasks: Sequence[Mapping[str,
     return JobInfo(name, image, cmd, status, message, (task.get("Status") or {}).get("Timestamp") or "")
 
 
+def is_cancelled(service: Mapping[str, Any]) -> bool:
+    return CANCELLED_LABEL in ((service.get("Spec") or {}).get("Labels") or {})
+
+
+def service_info(name: str, service: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -> JobInfo:
+    """``job_info``, or a cancelled job's info when an operator cancelled it (whatever
+    its tasks show since: shut down, or the pending task of the update)."""
+    info = job_info(name, service, tasks)
+    if is_cancelled(service):
+        labels = (service.get("Spec") or {}).get("Labels") or {}
+        return replace(cancelled(info), timestamp=str(labels.get(CANCELLED_LABEL) or info.timestamp))
+    return info
+
+
+def service_resources(service: Mapping[str, Any]) -> Resources | None:
+    """A job's resources from its service's limits (the inverse of ``service_spec``; None
+    without limits, e.g. IGNORE_LIMITS)."""
+    template = (service.get("Spec") or {}).get("TaskTemplate") or {}
+    limits = (template.get("Resources") or {}).get("Limits") or {}
+    nano_cpus, memory = int(limits.get("NanoCPUs") or 0), int(limits.get("MemoryBytes") or 0)
+    if nano_cpus <= 0 or memory <= 0:
+        return None
+    return Resources(1, nano_cpus // 1_000_000, memory // (1024 * 1024), 0)
+
+
+def placed_node(tasks: Sequence[Mapping[str, Any]]) -> str:
+    """The node id of the job's latest task that was placed on a node ("" when none was)."""
+    placed = [t for t in tasks if t.get("NodeID")]
+    task = latest_task(placed)
+    return str(task.get("NodeID") or "") if task is not None else ""
+
+
 # -- the adapter -------------------------------------------------------------------------------
 
 
@@ -221,11 +271,77 @@ class SwarmCompute:
         self.options = options
         self.capabilities = options.capabilities
 
+    # -- the operator's view: listing and cancel -----------------------------------------
     def list_jobs(self, instance: str) -> list[JobSummary]:
-        raise NotImplementedError("listing jobs: issue 12, in progress")
+        """Three calls whatever the number of jobs: the services and the tasks selected by
+        this server's labels (the task filter matches the container labels, which are the
+        service's), and the nodes (for their names)."""
+        labels = [JOB_LABEL, JOB_TYPE_LABEL, f"{INSTANCE_LABEL}={instance}", *(f"{k}={v}" for k, v in self.options.labels)]
+        try:
+            services = list(self.api.services(filters={"label": labels}))
+            tasks = list(self.api.tasks(filters={"label": labels[1:]})) if services else []
+            nodes = {str(n.get("ID")): n for n in self.api.nodes()} if tasks else {}
+        except ENGINE_ERRORS as e:
+            raise _unavailable(e) from e
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            by_service.setdefault(str(task.get("ServiceID") or ""), []).append(task)
+        summaries = []
+        for service in services:
+            spec = service.get("Spec") or {}
+            name, service_labels = str(spec.get("Name") or ""), spec.get("Labels") or {}
+            kind = job_kind(service_labels)
+            if kind is None or service_labels.get(JOB_LABEL) != name:
+                continue
+            own = by_service.get(str(service.get("ID") or ""), [])
+            info = service_info(name, service, own)
+            node = nodes.get(placed_node(own)) or {}
+            summaries.append(
+                JobSummary(
+                    name=name,
+                    kind=kind,
+                    image=info.image,
+                    status=info.status,
+                    message=info.message,
+                    created=iso_utc(service.get("CreatedAt")),
+                    resources=service_resources(service),
+                    node=str((node.get("Description") or {}).get("Hostname") or ""),
+                )
+            )
+        summaries.sort(key=lambda s: (s.created, s.name), reverse=True)
+        return summaries
 
     def cancel(self, name: str) -> JobInfo:
-        raise NotImplementedError("cancel: issue 12, in progress")
+        """Label the service cancelled and move its task to no node: the running task is
+        shut down and kept (its container, so its logs, stay), and the task of the
+        update never runs. Scaling to 0 would remove the task and its logs."""
+        for attempt in range(3):
+            service = self._service(name)
+            info = service_info(name, service, self._tasks(service))
+            if info.status.is_terminal:
+                return info  # finished, or cancelled already: as it is
+            spec = service.get("Spec") or {}
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            template = dict(spec.get("TaskTemplate") or {})
+            template["Placement"] = {**(template.get("Placement") or {}), "Constraints": [CANCELLED_CONSTRAINT]}
+            try:
+                self.api.update_service(
+                    service["ID"],
+                    version=(service.get("Version") or {}).get("Index"),
+                    task_template=template,
+                    labels={**(spec.get("Labels") or {}), CANCELLED_LABEL: now},
+                    fetch_current_spec=True,
+                )
+            except docker.errors.NotFound:
+                raise JobNotFound(name) from None
+            except docker.errors.APIError as e:
+                if "out of sequence" in str(e.explanation or "") and attempt < 2:
+                    continue  # the service changed meanwhile: look again
+                raise _unavailable(e) from e
+            except ENGINE_ERRORS as e:
+                raise _unavailable(e) from e
+            return replace(cancelled(info), timestamp=now)
+        raise BackendUnavailable(f"{BACKEND}: the service {name} kept changing while it was cancelled")
 
     def ping(self) -> None:
         """The manager answers and is a manager: a node out of swarm mode (or a worker)
@@ -307,11 +423,11 @@ class SwarmCompute:
 
     def info(self, name: str) -> JobInfo:
         service = self._service(name)
-        return job_info(name, service, self._tasks(service))
+        return service_info(name, service, self._tasks(service))
 
     def state(self, name: str, log_tail: int) -> JobState:
         service = self._service(name)
-        info = job_info(name, service, self._tasks(service))
+        info = service_info(name, service, self._tasks(service))
         try:
             chunks = self.api.service_logs(
                 service["ID"], stdout=True, stderr=True, tail=log_tail, follow=False, is_tty=False
