@@ -399,3 +399,22 @@ def test_dashboard_settings() -> None:
 def test_session_lifetime_follows_the_setting(app_factory: Callable[..., Api]) -> None:
     api = app_factory(DASHBOARD_SESSION_MINUTES="30")
     assert "Max-Age=1800" in login(api).headers["set-cookie"]
+
+
+def test_the_sign_in_page_tells_nothing_about_the_server(api: Api) -> None:
+    html = api.client.get(f"{D}/login/").text
+    assert "0.1.0" not in html and "scheduler" not in html and "zipfile" not in html
+    login(api)
+    html = api.client.get(f"{D}/").text
+    assert "scheduler docker" in html and "storage zipfile" in html
+
+
+def test_status_notes_only_say_what_the_label_does_not(dash: Api) -> None:
+    (job,) = dash.client.get(f"{D}/api/jobs/").json()["jobs"]
+    assert (job["status_label"], job["message"], job["note"]) == ("Running", "running", "")
+    dash.compute.cancel("chris-jid-1")
+    (job,) = dash.client.get(f"{D}/api/jobs/").json()["jobs"]
+    assert (job["status_label"], job["message"], job["note"]) == ("Cancelled", "cancelled", "")
+    dash.compute.jobs["chris-jid-1"].message = "OOMKilled"
+    (job,) = dash.client.get(f"{D}/api/jobs/").json()["jobs"]
+    assert (job["status_label"], job["note"]) == ("Finished with error", "OOMKilled")

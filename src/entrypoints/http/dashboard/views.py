@@ -106,6 +106,11 @@ def health_text(h: BackendHealth) -> str:
     return f"{h.kind.capitalize()} ({h.name}): {state}"
 
 
+def status_note(status: JobStatus, message: str) -> str:
+    """The scheduler's message where it says more than the status label."""
+    return "" if message.lower() in status_label(status, message).lower() else message
+
+
 def job_row(job: JobSummary, scheduler: str) -> dict[str, Any]:
     return {
         "name": job.name,
@@ -115,6 +120,7 @@ def job_row(job: JobSummary, scheduler: str) -> dict[str, Any]:
         "status_label": status_label(job.status, job.message),
         "status_class": status_class(job.status, job.message),
         "message": job.message,
+        "note": status_note(job.status, job.message),
         "image": job.image,
         "created": job.created,
         "age": age(job.created),
@@ -153,6 +159,12 @@ def page(title: str, body: str, info: ServerInfo, session: Session | None = None
             f'<span>Signed in as {esc(session.user)}</span> <button type="submit">Log out</button></form>'
         )
     poll_attr = f' data-poll="{esc(poll)}"' if poll else ""
+    meta = ""  # what runs here is for signed-in eyes only
+    if session is not None:
+        meta = (
+            f'<span class="meta">{esc(info.server_version)} · scheduler {esc(info.container_env)} · '
+            f"storage {esc(info.storage_env)}</span>"
+        )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -161,8 +173,7 @@ def page(title: str, body: str, info: ServerInfo, session: Session | None = None
         f'<script src="{BASE}/static/dashboard.js" defer></script></head><body>'
         '<a class="skip" href="#main">Skip to main content</a>'
         f'<header><p class="brand"><a href="{BASE}/">pfcon</a> '
-        f'<span class="meta">{esc(info.server_version)} · scheduler {esc(info.container_env)} · '
-        f"storage {esc(info.storage_env)}</span></p>{logout}</header>"
+        f"{meta}</p>{logout}</header>"
         f'<main id="main" tabindex="-1"{poll_attr}>{body}</main></body></html>\n'
     )
 
@@ -199,10 +210,10 @@ def _health_list(checks: Sequence[dict[str, Any]]) -> str:
 def _job_tr(row: dict[str, Any]) -> str:
     name = esc(row["name"])
     job = f'<a href="{esc(row["href"])}">{name}</a>' if row["href"] else name
-    message = f' <span class="msg">{esc(row["message"])}</span>' if row["message"] else ""
+    note = f' <span class="msg">{esc(row["note"])}</span>'
     return (
         f'<tr data-name="{name}"><th scope="row">{job}</th><td>{esc(row["kind"])}</td>'
-        f'<td><span class="status {esc(row["status_class"])}">{esc(row["status_label"])}</span>{message}</td>'
+        f'<td><span class="status {esc(row["status_class"])}">{esc(row["status_label"])}</span>{note}</td>'
         f'<td class="image">{esc(row["image"])}</td>'
         f'<td><time datetime="{esc(row["created"])}">{esc(row["age"])}</time></td>'
         f"<td>{esc(row['resources'])}</td><td>{esc(row['scheduler'])}</td><td>{esc(row['node'])}</td></tr>"

@@ -56,15 +56,8 @@
     var c = tr.children;
     text(c[1], job.kind);
     var spans = c[2].getElementsByTagName("span");
-    if (spans.length < 2) {  // a server-rendered row without a message span
-      c[2].textContent = "";
-      c[2].appendChild(cell("span", { "class": "status" }));
-      c[2].appendChild(document.createTextNode(" "));
-      c[2].appendChild(cell("span", { "class": "msg" }));
-      spans = c[2].getElementsByTagName("span");
-    }
     setStatus(spans[0], job.status_label, job.status_class);
-    text(spans[1], job.message);
+    text(spans[1], job.note);
     text(c[3], job.image);
     var time = c[4].firstElementChild;
     if (time.getAttribute("datetime") !== job.created) time.setAttribute("datetime", job.created);
