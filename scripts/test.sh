@@ -9,6 +9,7 @@ bash scripts/install.sh
 bash scripts/docker-engine.sh start
 bash scripts/swarm.sh start
 bash scripts/test-images.sh
+bash scripts/chromium.sh  # Debian's chromium, for the dashboard's browser tests (Playwright drives it)
 bash scripts/build-image.sh >/dev/null  # the op-job image of pfcon 6 (PFCON_OP_IMAGE; cached layers)
 bash scripts/swift-aio.sh start
 eval "$(bash scripts/swift-aio.sh env)"

@@ -174,6 +174,16 @@ class OpJobSettings(_Section, frozen=True, kw_only=True):
     network: str | None = _env("PFCON_OP_NETWORK", None)
 
 
+class DashboardSettings(_Section, frozen=True, kw_only=True):
+    """The operators' jobs dashboard at ``/dashboard/`` (ADR 22)."""
+
+    enabled: bool = _env("DASHBOARD_ENABLED", True)
+    # How long a login lasts (minutes; default: a working day).
+    session_minutes: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 60)] = _env("DASHBOARD_SESSION_MINUTES", 480)
+    # The session cookie's Secure attribute: `auto` sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = _env("DASHBOARD_COOKIE_SECURE", "auto")
+
+
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -305,6 +315,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "cromwell": CromwellSection,
     "metrics": MetricsSection,
     "tracing": TracingSection,
+    "dashboard": DashboardSettings,
 }
 
 
@@ -326,6 +337,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cromwell: CromwellSection = msgspec.field(default_factory=CromwellSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     tracing: TracingSection = msgspec.field(default_factory=TracingSection)
+    dashboard: DashboardSettings = msgspec.field(default_factory=DashboardSettings)
 
     # -- resolved views used by the composition root ----------------------------
     @property

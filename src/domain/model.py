@@ -286,6 +286,14 @@ class OutputListing:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFile:
+    """One file of a job's output, as an operator's view lists it."""
+
+    path: str  # relative to the output directory, '/'-separated
+    size: int  # bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ServerInfo:
     server_version: str
     pfcon_innetwork: bool

@@ -19,6 +19,7 @@ from .model import (
     JobSummary,
     Mount,
     OpParams,
+    OutputFile,
     OutputListing,
     Resources,
     StagedData,
@@ -148,6 +149,18 @@ class StoragePort(Protocol):
     def recover(self) -> list[str]:
         """Remove the data of jobs whose staging never finished (the server died
         mid-stage); return their ids. Called once at startup."""
+        ...
+
+
+@runtime_checkable
+class OutputFilesPort(Protocol):
+    """A storage that keeps a job's output in its private ``key-<jid>/outgoing/`` and can
+    list it without side effects (zipfile, swift, s3; the shared-storage modes write
+    outputs straight into CUBE's tree, which only the client names)."""
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...]:
+        """At most ``limit`` regular files of the job's output, sorted by path. Raises
+        JobNotFound when the job has no data."""
         ...
 
 

@@ -21,6 +21,7 @@ from .model import (
     JobInfo,
     JobState,
     JobSummary,
+    OutputFile,
     OutputListing,
     ServerInfo,
     SubmittedJob,
@@ -32,6 +33,7 @@ from .ports import (
     ComputePort,
     InputReceiverPort,
     KnownStatePort,
+    OutputFilesPort,
     ReceivedInput,
     StagingRequest,
     StoragePort,
@@ -138,6 +140,14 @@ class JobService:
         """pfcon 5's output route; with object stores and a path, this is the upload."""
         self._require_valid_id(jid)
         return self.storage.outputs(jid, job_output_path)
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...] | None:
+        """The operator's view of a job's output: at most ``limit`` files, or None when
+        this storage does not keep outputs where the server can list them."""
+        self._require_valid_id(jid)
+        if not isinstance(self.storage, OutputFilesPort):
+            return None
+        return self.storage.output_files(jid, limit)
 
     def delete(self, jid: str) -> None:
         self._require_valid_id(jid)

@@ -474,7 +474,7 @@ def test_the_readme_names_every_metric_the_server_exports() -> None:
 
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
-    section = readme.split("## Operations: metrics and tracing", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### Metrics and tracing", 1)[1].split("\n### ", 1)[0]
     documented = set(re.findall(r"`(pfcon_[a-z_]+)`", section))
     text = telemetry().metrics.render()[0].decode()
     types = [line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE pfcon_")]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...domain.errors import InvalidInputData, InvalidJobSpec, JobAlreadyExists, JobNotFound, OutputNotFound
-from ...domain.model import INPUT_DIR, OUTPUT_DIR, JobKind, Mount, OpParams, OutputListing, StagedData
+from ...domain.model import INPUT_DIR, OUTPUT_DIR, JobKind, Mount, OpParams, OutputFile, OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 
 LINK = ".chrislink"
@@ -80,6 +80,12 @@ class FakeStorage:
         with self._lock:
             self.incoming.pop(jid, None)
             self.outgoing.pop(jid, None)
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...]:
+        if jid not in self.outgoing:
+            raise JobNotFound(jid)
+        files = sorted((rel, len(data)) for rel, data in self.outgoing[jid].items() if not rel.endswith(LINK))
+        return tuple(OutputFile(rel, size) for rel, size in files[:limit])
 
     def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
         if jid not in self.outgoing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import itertools
 import threading
 import os
 import shutil
@@ -22,6 +23,7 @@ from ...domain.errors import (
     JobNotFound,
 )
 from ...domain.model import INPUT_DIR, OUTPUT_DIR, Mount, OutputListing, StagedData, path_length_problem
+from ...domain.model import OutputFile as DomainOutputFile
 
 log = structlog.get_logger(__name__)
 
@@ -280,6 +282,13 @@ class StoreBase:
         if not os.path.isdir(path):
             raise JobNotFound(jid, f"no data for job '{jid}'")
         return path
+
+    def output_files(self, jid: str, limit: int) -> tuple[DomainOutputFile, ...]:
+        """At most ``limit`` regular files of ``key-<jid>/outgoing/`` (no symlinks, no
+        ChRIS link files), sorted; read-only."""
+        self.require(jid)
+        files = itertools.islice(iter_output_files(self.outgoing(jid)), limit)
+        return tuple(DomainOutputFile(f.rel, f.size) for f in files)
 
     def staged(self, jid: str, nfiles: int) -> StagedData:
         """A job staged in its private ``key-<jid>/incoming`` and ``outgoing`` dirs."""

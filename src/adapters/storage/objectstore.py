@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from ...domain.errors import BackendUnavailable, InvalidInputData, InvalidJobSpec, StorageFull
-from ...domain.model import OutputListing, StagedData
+from ...domain.model import OutputFile, OutputListing, StagedData
 from ...domain.ports import StagingRequest, ZipStream
 from .chrislink import MAX_LINK_BYTES, expand_links
 from .innetwork import InNetworkRequest, collect_inputs, job_output_path_param, require_in_network_fields, run_parallel
@@ -204,6 +204,9 @@ class ObjectStorage:
             if lock is None:
                 lock = self._upload_locks[jid] = threading.Lock()
             return lock
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...]:
+        return self.storebase.output_files(jid, limit)
 
     def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
         self.storebase.require(jid)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, StorageFull
-from ...domain.model import OutputListing, StagedData, path_length_problem
+from ...domain.model import OutputFile, OutputListing, StagedData, path_length_problem
 from ...domain.ports import ReceivedInput, StagingRequest, ZipStream
 from .chrislink import expand_links
 from .local import CHUNK, STAGING_MARKER, StoreBase, iter_zip, safe_relative_path
@@ -323,6 +323,9 @@ class ZipFileStorage:
 
     def delete(self, jid: str) -> None:
         self.storebase.delete(jid)
+
+    def output_files(self, jid: str, limit: int) -> tuple[OutputFile, ...]:
+        return self.storebase.output_files(jid, limit)
 
     def outputs(self, jid: str, job_output_path: str | None) -> OutputListing | ZipStream:
         self.storebase.require(jid)

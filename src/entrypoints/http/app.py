@@ -126,6 +126,16 @@ async def auth_token(request: Request[Any, Any, Any], auth: NamedDependency[Auth
     return TokenBody(token=auth.login(text(creds["pfcon_user"]), text(creds["pfcon_password"])))
 
 
+def _dashboard(container: Container) -> Router:
+    from . import dashboard  # imported only when the dashboard is served
+
+    settings = container.settings()
+    sessions = dashboard.Sessions(
+        settings.secret_key, settings.pfcon_user, settings.pfcon_password, settings.dashboard.session_minutes * 60
+    )
+    return dashboard.router(sessions, settings.dashboard.cookie_secure)
+
+
 def create_app(container: Container) -> Litestar:
     job_service, auth_service, op_service = wire_up(container)
     settings = container.settings()
@@ -150,11 +160,14 @@ def create_app(container: Container) -> Litestar:
         security=docs.SECURITY,
     )
     api = Router(path=API_PREFIX, route_handlers=[health, readiness, auth_token, jobs_router])
+    routers: list[Any] = [api, docs.static_assets_router()]
+    if settings.dashboard.enabled:
+        routers.append(_dashboard(container))
     # Litestar's plugins for pydantic and attrs (our bodies are msgspec structs) and its
     # OpenTelemetry plugin (tracing is ours, and imported only when on: ADR 21)
     with hidden(("pydantic", "attrs", "attr", "opentelemetry")):
         app = Litestar(
-            route_handlers=[api, docs.static_assets_router()],
+            route_handlers=routers,
             dependencies={
                 "jobs": Provide(lambda: job_service, sync_to_thread=False),
                 "ops": Provide(lambda: op_service, sync_to_thread=False),
