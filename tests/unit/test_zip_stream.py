@@ -639,3 +639,16 @@ def test_zlib_bomb_helper_is_what_it_says() -> None:
     info = zipfile.ZipFile(io.BytesIO(data)).infolist()[0]
     assert info.flag_bits & 0x8 and info.file_size == 4 * MiB
     assert zlib.crc32(bytes(4 * MiB)) == info.CRC
+
+
+def test_each_folder_is_made_once_however_many_files_it_holds(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    real = os.makedirs
+    monkeypatch.setattr(zipstream.os, "makedirs", lambda p, *a, **k: made.append(p) or real(p, *a, **k))
+    files = {f"d{i % 3}/sub/f{i}.txt": b"x" for i in range(300)}
+    payload = build(files)
+    assert extract_stream(io.BytesIO(payload).read, str(dest), ZipLimits()) == 300
+    # (os.makedirs makes the parents by calling itself: each folder once, none twice)
+    assert len(made) == len(set(made))
+    assert set(made) == {os.path.join(str(dest), f"d{i}", *sub) for i in range(3) for sub in ((), ("sub",))}
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.txt")) == sorted(files)

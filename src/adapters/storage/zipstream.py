@@ -204,6 +204,7 @@ class StreamExtractor:
     def __init__(self, read: Reader, destination: str, limits: ZipLimits, free_bytes: int | None) -> None:
         self.src = _Source(read)
         self.destination = destination
+        self._made_dirs: set[str] = set()  # directories this extraction made or found
         self.limits = limits
         self.free_bytes = free_bytes
         self.room = None if free_bytes is None else _room(free_bytes, limits)
@@ -278,9 +279,9 @@ class StreamExtractor:
         target = os.path.join(self.destination, rel)
         fd = -1
         if h.text.endswith("/"):
-            os.makedirs(target, exist_ok=True)
+            self._make_dirs(target)
         else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self._make_dirs(os.path.dirname(target))
             fd = os.open(target, _OPEN_FLAGS, 0o644)  # O_EXCL: a duplicate or colliding name fails
         try:
             entry = self._data(h, fd)
@@ -293,6 +294,15 @@ class StreamExtractor:
             raise _Corrupt("a directory entry with data")
         self.entries[offset] = entry
         self.total_in += entry.compressed
+
+    def _make_dirs(self, path: str) -> None:
+        """``os.makedirs(path, exist_ok=True)``, once per directory: an archive of many files
+        in few folders asks the filesystem for each folder once, not once per file. (Only
+        directories this extraction made or found are remembered: a file of that name later
+        still fails its O_EXCL open.)"""
+        if path not in self._made_dirs:
+            os.makedirs(path, exist_ok=True)
+            self._made_dirs.add(path)
 
     def _data(self, h: _Header, fd: int) -> _Entry:
         descriptor = bool(h.flags & 0x8)
