@@ -56,7 +56,7 @@ SERVER_UID = 10001
 MAKE_IMAGE = f"local/pfcon:{__version__}"  # what `make image` builds, and the manifests name
 ROLE_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 TIMEOUT_AVAILABLE = 300  # seconds for the server's pod to be scheduled, started and ready (a busy node flaps NotReady)
@@ -461,7 +461,8 @@ def test_a_whole_job_cycle_through_the_deployed_server(deployed: Run) -> None:
         ("get", "configmaps", True, False),
         ("create", "pods", True, False),
         ("get", "pods", True, False),  # the adapter lists and watches, never GETs one
-        ("delete", "pods", True, False),
+        ("delete", "pods", True, True),  # a cancelled Job's stopped pods, when the Job is deleted
+        ("delete", "pods", False, False),
         ("create", "pods/exec", True, False),
         ("get", "pods/log", False, False),
         ("update", "jobs.batch", True, False),

@@ -541,6 +541,27 @@ def test_a_cancelled_job_stops_keeps_its_pod_and_logs_and_survives_a_restart(clu
             assert summary.resources == Resources(1, 200, 64, 0)
             assert summary.node  # the node the pod ran on
             assert fresh.cancel(job.name).message == CANCELLED_MESSAGE  # again: nothing changes
+            uid = cluster.api.read_job(cluster.namespace, job.name)["metadata"]["uid"]
+            # DELETE by a restarted server: the Job and its stopped pod go (kubelet 1.20 never
+            # completes the graceful deletion of a pod stopped at its deadline)
+            fresh.remove(job.name)
+            wait_for(lambda: not cluster.api.list_pods(cluster.namespace, f"controller-uid={uid}"), 60, 0.5)
+
+
+def test_a_job_deleted_right_after_its_cancel_leaves_no_pod_behind(cluster: Cluster) -> None:
+    """DELETE racing the kubelet's stop at the deadline: no pod may stay Terminating."""
+    with adapter(cluster) as compute:
+        jobs = [make_job(f"echo started; {stoppable_sleep(600)}") for _ in range(3)]
+        for job in jobs:
+            compute.schedule(job)
+        for job in jobs:
+            wait_for(lambda job=job: "started" in compute.state(job.name, 10).logs, 90, 0.2)
+        uids = [cluster.api.read_job(cluster.namespace, job.name)["metadata"]["uid"] for job in jobs]
+        for job in jobs:
+            compute.cancel(job.name)
+            compute.remove(job.name)
+        for uid in uids:
+            wait_for(lambda uid=uid: not cluster.api.list_pods(cluster.namespace, f"controller-uid={uid}"), 90, 0.5)
 
 
 def test_cancel_of_a_job_that_never_started(cluster: Cluster) -> None:

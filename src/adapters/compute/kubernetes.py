@@ -568,6 +568,9 @@ class KubeApi:
             "patch job", self.batch.patch_namespaced_job, name, namespace, body, _content_type=MERGE_PATCH
         )
 
+    def delete_pod_now(self, namespace: str, name: str) -> None:
+        self._call("delete pod", self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
+
     def patch_pod(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._json("patch pod", self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE_PATCH)
 
@@ -833,6 +836,9 @@ class KubernetesCompute:
 
     def remove(self, name: str) -> None:
         job = self.view.job(name) if self.view.current() else None
+        if job is None:  # (whether it was cancelled: see _finish_cancelled_pods)
+            with contextlib.suppress(ApiError, BackendUnavailable):
+                job = self.api.read_job(self.namespace, name)
         uid = str(_get(job, "metadata", "uid") or "") or None
         try:
             self.api.delete_job(self.namespace, name)
@@ -845,6 +851,22 @@ class KubernetesCompute:
         if uid:
             with self._lock:
                 self._final.pop(uid, None)
+                cancelled_here = uid in self._cancelled
+            if cancelled_here or (job is not None and is_cancelled(job)):
+                self._finish_cancelled_pods(uid)
+
+    def _finish_cancelled_pods(self, uid: str) -> None:
+        """The pods of a cancelled Job, stopped (or being stopped) at the deadline cancel
+        gave them: kubelet 1.20 may never complete their graceful deletion (they stay
+        Terminating for good), so they go at once — a cancelled job has nothing left to
+        finish. Best effort: the Job itself is deleted already."""
+        try:
+            pods = self.api.list_pods(self.namespace, f"controller-uid={uid}")
+            for pod in pods:
+                with contextlib.suppress(ApiError):
+                    self.api.delete_pod_now(self.namespace, str(_get(pod, "metadata", "name")))
+        except (ApiError, BackendUnavailable) as e:
+            log.warning("cancelled_pods_not_removed", extra={"job_uid": uid, "error": str(e)})
 
     # -- the operator's view: listing and cancel -----------------------------------------
     def list_jobs(self, instance: str) -> list[JobSummary]:
