@@ -29,6 +29,8 @@ def status_series(points: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {
         "jobs": [float(p["jobs"]) for p in pts],
         **{key: [float(p[key]["p50"]) for p in pts] for key in ("fin_cube", "run_cube", "fin_engine", "run_engine")},
+        # the client library's own per-request cost (runs from before it was measured lack it)
+        "health_cube": [float(p["health_cube"]["p50"]) for p in pts] if all("health_cube" in p for p in pts) else [],
     }
 
 
@@ -63,6 +65,9 @@ def plot_status_vs_jobs(points: list[dict[str, Any]], path: str, subtitle: str =
             label="engine inspect+logs, finished job (floor)")
     ax.plot(s["jobs"], s["run_engine"], "s--", color="tab:orange", alpha=0.55,
             label="engine inspect+logs, running job (floor)")
+    if s["health_cube"]:
+        ax.plot(s["jobs"], s["health_cube"], "d:", color="tab:gray",
+                label="health/ via requests (the client library's own floor)")
     ax.axhline(1.5, color="tab:green", linestyle=":", label="target, finished job: 1.5 ms")
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
