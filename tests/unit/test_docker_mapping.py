@@ -104,6 +104,16 @@ def test_job_info_of_a_finished_container() -> None:
     )
 
 
+def test_podmans_transient_stopped_state_gives_the_same_info_as_exited() -> None:
+    """Podman 4.3 shows "stopped" for a moment, then "exited", with the same exit code and
+    time: a finished job's info must not change between the two (seen flaky in CI)."""
+    fields = {"ExitCode": 3, "StartedAt": "2024-03-01T10:00:00Z", "FinishedAt": "2024-03-01T10:00:05Z"}
+    stopped = job_info_from_inspect("chris-jid-8", inspect(state("stopped", **fields), cmd=CMD))
+    exited = job_info_from_inspect("chris-jid-8", inspect(state("exited", **fields), cmd=CMD))
+    assert stopped == exited
+    assert (exited.status, exited.message) == (JobStatus.FINISHED_WITH_ERROR, "exited")
+
+
 def test_job_info_of_a_running_container_uses_started_at() -> None:
     attrs = inspect(
         state("running", Running=True, StartedAt="2024-03-01T10:00:00.5Z", FinishedAt=ZERO_TIME),

@@ -89,7 +89,9 @@ def job_info_from_inspect(name: str, attrs: Mapping[str, Any]) -> JobInfo:
         image=config.get("Image") or "",
         cmd=shlex.join(config.get("Cmd") or []),
         status=docker_status(state),
-        message=state.get("Status") or "",
+        # Podman's transient "stopped" is Docker's "exited" (see docker_status): the same info
+        # before and after Podman's cleanup, so a finished job's info never changes
+        message="exited" if state.get("Status") == "stopped" else state.get("Status") or "",
         timestamp=finished if finished != ZERO_TIME else state.get("StartedAt") or ZERO_TIME,
     )
 
