@@ -151,11 +151,18 @@ def test_the_operator_lists_and_cancels_a_running_job(
     while "before-cancel" not in client.get_job_status(job)["compute"]["logs"]:
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
-    assert r.status_code == 200, r.text
-    ours = [j for j in r.json()["jobs"] if j["jid"] in (job, done)]
-    assert [j["jid"] for j in ours] == [job, done]  # newest first
-    running, finished = ours
+    # the listing reads the shared squeue snapshot (one query per SLURM_POLL_SECONDS): it
+    # may lag the job's own output file by a poll
+    deadline = time.monotonic() + 60
+    while True:
+        r = requests.get(f"{server.api}admin/jobs/", headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        ours = [j for j in r.json()["jobs"] if j["jid"] in (job, done)]
+        assert [j["jid"] for j in ours] == [job, done]  # newest first
+        running, finished = ours
+        if running["status"] != "notstarted" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert (running["kind"], running["status"], running["scheduler"], running["image"]) == (
         "plugin", "started", "slurm", TEST_IMAGE,
     )  # fmt: skip
