@@ -197,6 +197,7 @@ class StagedData:
     path: str  # the input location as the server sees it (pfcon's data.path)
     mounts: tuple[Mount, ...]
     timestamp: str = ""
+    nbytes: int = -1  # bytes staged, where the storage step counted them (-1: not counted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,11 @@ class ReceivedInput(Protocol):
     the job it belongs to was known (ADR 19). Staging adopts it; whoever holds it when
     the request ends discards it (a no-op once adopted)."""
 
+    @property
+    def pending(self) -> bool:
+        """Whether ``discard`` has anything left to remove (False once adopted or discarded)."""
+        ...
+
     def discard(self) -> None: ...
 
 

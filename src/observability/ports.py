@@ -315,5 +315,7 @@ class ObservedPort:
         metrics = self._telemetry.metrics
         metrics.staging_duration.labels(self._backend).observe(elapsed)
         metrics.staged_files.labels(self._backend).inc(max(0, result.nfiles))
-        if result.nfiles > 0 and result.path:
+        if result.nbytes >= 0:  # counted while staging (zip extraction)
+            metrics.staged_bytes.labels(self._backend).inc(result.nbytes)
+        elif result.nfiles > 0 and result.path:
             BYTE_COUNTER.count(result.path, metrics.staged_bytes.labels(self._backend).inc)

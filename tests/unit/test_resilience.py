@@ -80,13 +80,13 @@ def test_no_room_for_an_upload_is_507_and_leaves_nothing(app_factory: Callable[.
 def test_enospc_while_staging_is_507_and_rolled_back(app_factory: Callable[..., Api], monkeypatch: Any) -> None:
     import errno
 
-    from pfcon.adapters.storage import zipfile as zipstorage
+    from pfcon.adapters.storage import zipstream
 
-    def full(*_: Any, **__: Any) -> int:
+    def full(*_: Any, **__: Any) -> None:  # the disk fills while a member is written
         raise OSError(errno.ENOSPC, "No space left on device")
 
     api = app_factory()
-    monkeypatch.setattr(zipstorage, "extract_zip", full)
+    monkeypatch.setattr(zipstream, "_write_all", full)
     r = api.submit("chris-jid-1")
     assert r.status_code == 507, r.text
     assert "space" in r.json()["message"]

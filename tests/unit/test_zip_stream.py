@@ -433,12 +433,35 @@ def test_receive_then_stage_moves_the_area_into_the_job(tmp_path: Path) -> None:
     assert storebase.unfinished(areas[0][len("key-") :]) is False  # held while it lives
     from pfcon.domain.ports import StagingRequest
 
+    assert received.pending  # the request that received it must discard it if no job adopts it
     data = storage.stage("jid-1", StagingRequest(received=received))
     assert data.nfiles == 2
+    assert data.nbytes == 2  # counted while extracting: no walk of the tree afterwards
     assert sorted(os.listdir(storebase.root)) == ["key-jid-1"]
     assert tree(storebase.key_dir("jid-1")) == ["incoming", "incoming/b.txt", "incoming/in", "incoming/in/a.txt", "outgoing"]
+    assert not received.pending  # adopted: nothing left for the request to discard
     received.discard()  # a no-op once adopted
     assert sorted(os.listdir(storebase.root)) == ["key-jid-1"]
+
+
+def test_links_are_looked_for_only_when_the_archive_has_a_file_named_like_one(tmp_path: Path, monkeypatch: Any) -> None:
+    from pfcon.adapters.storage import zipfile as zipstorage
+    from pfcon.domain.ports import StagingRequest
+
+    walked: list[str] = []
+
+    def expand(incoming: str) -> int:
+        walked.append(os.path.relpath(incoming, str(tmp_path / "sb")))
+        return 0
+
+    monkeypatch.setattr(zipstorage, "expand_links", expand)
+    storage = ZipFileStorage(StoreBase(str(tmp_path / "sb")))
+    plain = storage.stage("plain", StagingRequest(received=storage.receive(reader(build({"a/b.dcm": b"12345"})))))
+    assert walked == [] and plain.nbytes == 5
+    linked = storage.receive(reader(build({"a/b.dcm": b"12345", "a/in.chrislink": b"SERVICES/PACS"})))
+    data = storage.stage("linked", StagingRequest(received=linked))
+    assert walked == [os.path.join("key-linked", "incoming")]
+    assert data.nfiles == 2 and data.nbytes == 18
 
 
 def test_a_refused_upload_leaves_nothing(tmp_path: Path) -> None:
@@ -652,3 +675,57 @@ def test_each_folder_is_made_once_however_many_files_it_holds(dest: Path, monkey
     assert len(made) == len(set(made))
     assert set(made) == {os.path.join(str(dest), f"d{i}", *sub) for i in range(3) for sub in ((), ("sub",))}
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.txt")) == sorted(files)
+
+
+def test_a_request_discards_only_what_no_job_adopted(tmp_path: Path) -> None:
+    """The POST handler hops to a worker thread to discard an upload only when something
+    is left of it: never after its job adopted it."""
+    from pfcon.domain.ports import StagingRequest
+    from pfcon.entrypoints.http.forms import FormData
+
+    storebase = StoreBase(str(tmp_path / "sb"))
+    storage = ZipFileStorage(storebase)
+    form = FormData(received=storage.receive(reader(build({"a": b"a"}))))
+    assert form.upload_left
+    assert form.received is not None
+    storage.stage("jid-1", StagingRequest(received=form.received))
+    assert not form.upload_left
+    refused = FormData(received=storage.receive(reader(build({"b": b"b"}))))
+    assert refused.upload_left
+    refused.discard_upload()  # the job was refused: the area goes
+    assert not refused.upload_left
+    assert sorted(os.listdir(storebase.root)) == ["key-jid-1"]
+    assert FormData(upload_path=str(tmp_path / "spooled.zip")).upload_left
+
+
+def test_an_adoption_that_fails_leaves_neither_the_job_nor_the_area(tmp_path: Path, monkeypatch: Any) -> None:
+    from pfcon.adapters.storage import zipfile as zipstorage
+    from pfcon.domain.ports import StagingRequest
+
+    def broken(_: str) -> int:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(zipstorage, "expand_links", broken)
+    storebase = StoreBase(str(tmp_path / "sb"))
+    storage = ZipFileStorage(storebase)
+    received = storage.receive(reader(build({"in.chrislink": b"SERVICES/PACS"})))
+    with pytest.raises(OSError):
+        storage.stage("jid-1", StagingRequest(received=received))
+    assert os.listdir(storebase.root) == []
+    assert not received.pending
+
+
+def test_an_adoption_under_a_taken_id_leaves_the_area_to_its_request(tmp_path: Path) -> None:
+    from pfcon.domain.errors import JobAlreadyExists
+    from pfcon.domain.ports import StagingRequest
+
+    storebase = StoreBase(str(tmp_path / "sb"))
+    storage = ZipFileStorage(storebase)
+    storage.stage("jid-1", StagingRequest(received=storage.receive(reader(build({"a": b"a"})))))
+    second = storage.receive(reader(build({"b": b"b"})))
+    with pytest.raises(JobAlreadyExists):
+        storage.stage("jid-1", StagingRequest(received=second))
+    assert tree(storebase.key_dir("jid-1")) == ["incoming", "incoming/a", "outgoing"]
+    assert second.pending
+    second.discard()
+    assert sorted(os.listdir(storebase.root)) == ["key-jid-1"]

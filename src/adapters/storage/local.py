@@ -290,10 +290,11 @@ class StoreBase:
         files = itertools.islice(iter_output_files(self.outgoing(jid)), limit)
         return tuple(DomainOutputFile(f.rel, f.size) for f in files)
 
-    def staged(self, jid: str, nfiles: int) -> StagedData:
+    def staged(self, jid: str, nfiles: int, nbytes: int = -1) -> StagedData:
         """A job staged in its private ``key-<jid>/incoming`` and ``outgoing`` dirs."""
         return StagedData(
             nfiles=nfiles,
+            nbytes=nbytes,
             path=self.incoming(jid),
             mounts=(
                 Mount(f"key-{jid}/incoming", INPUT_DIR, read_only=True),

@@ -226,6 +226,8 @@ class ReceivedZip:
         self.storebase = storebase
         self.id = RECEIVING_PREFIX + secrets.token_hex(8)
         self.nfiles = 0
+        self.nbytes = -1  # bytes extracted (-1: not known)
+        self.links = -1  # files named like ChRIS link files (0: no link expansion to do)
         self._lock = threading.Lock()
         self._marker = -1
         path = storebase.claim(self.id)
@@ -243,8 +245,19 @@ class ReceivedZip:
     def incoming(self) -> str:
         return self.storebase.incoming(self.id)
 
+    @property
+    def pending(self) -> bool:
+        return bool(self.id) or self._marker >= 0
+
+    def handed_over(self) -> int:
+        """The area was renamed into its job's directory: forget it (``discard`` is a no-op
+        from now on) and hand over the fd that holds its staging marker."""
+        with self._lock:
+            marker, self._marker, self.id = self._marker, -1, ""
+        return marker
+
     def discard(self) -> None:
-        """Remove the area (whatever adoption left of it); idempotent."""
+        """Remove the area unless its job adopted it; idempotent."""
         with self._lock:
             if self.id:
                 self.storebase.delete(self.id)
@@ -271,9 +284,13 @@ class ZipFileStorage:
     def receive(self, read: Callable[[int], bytes]) -> ReceivedZip:
         """Validate and extract the zip that ``read`` yields while it arrives, into a
         private area of storeBase; on any error the area is removed."""
+        from .zipstream import StreamExtractor
+
         received = ReceivedZip(self.storebase)
         try:
-            received.nfiles = extract_zip(read, received.incoming, self.limits)
+            extractor = StreamExtractor(read, received.incoming, self.limits, free_space(received.incoming))
+            received.nfiles = extractor.run()
+            received.nbytes, received.links = extractor.total_out, extractor.links
         except BaseException:
             received.discard()
             raise
@@ -300,17 +317,34 @@ class ZipFileStorage:
         return self.storebase.staged(jid, nfiles)
 
     def _adopt(self, jid: str, received: ReceivedInput) -> StagedData:
-        """Move a received upload into ``key-<jid>/incoming`` (a rename: same filesystem)."""
+        """Make a received upload the job's ``key-<jid>/``: the whole area is renamed over
+        the job's freshly claimed, empty directory (atomic on a POSIX filesystem), its held
+        staging marker with it, so the job is half-staged (swept after a crash) until the
+        marker goes. Fewer inodes made and removed than moving ``incoming/`` into a new one."""
         if not isinstance(received, ReceivedZip) or not received.id:
             raise TypeError("not an upload this storage received")
-        with self.storebase.claimed(jid, with_dirs=False):
-            incoming = self.storebase.incoming(jid)
-            os.rename(received.incoming, incoming)
+        path = self.storebase.claim(jid)  # the uniqueness claim; empty until the rename
+        try:
+            os.rename(self.storebase.key_dir(received.id), path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            raise
+        marker = received.handed_over()  # the area is the job's now; its marker fd is ours
+        try:
             os.mkdir(self.storebase.outgoing(jid))
-            nfiles = received.nfiles - expand_links(incoming)
-        with contextlib.suppress(OSError):
-            received.discard()  # what is left: the empty area and its marker
-        return self.storebase.staged(jid, nfiles)
+            incoming = self.storebase.incoming(jid)
+            # an archive without a file named like a link has nothing to expand: no walk
+            expanded = expand_links(incoming) if received.links != 0 else 0
+            os.unlink(os.path.join(path, STAGING_MARKER))
+        except BaseException:
+            self.storebase.delete(jid)
+            raise
+        finally:
+            if marker >= 0:
+                os.close(marker)
+        nfiles = received.nfiles - expanded
+        return self.storebase.staged(jid, nfiles, received.nbytes if not expanded else -1)
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, StorageFull
 from ...domain.model import path_length_problem
-from .local import safe_relative_path
+from .local import LINK_SUFFIX, safe_relative_path
 from .zipfile import BAD_ZIP, ZipLimits, _no_room, _ratio_exceeded, _ratio_message, _room, _too_large
 
 LOCAL = b"PK\x03\x04"
@@ -210,6 +210,7 @@ class StreamExtractor:
         self.room = None if free_bytes is None else _room(free_bytes, limits)
         self.entries: dict[int, _Entry] = {}  # by local header offset
         self.nfiles = 0
+        self.links = 0  # files named like ChRIS link files (none: nothing to expand)
         self.total_in = 0  # compressed bytes of the members done
         self.total_out = 0  # bytes written (members done and the current one)
 
@@ -290,6 +291,8 @@ class StreamExtractor:
                 os.close(fd)
         if fd >= 0:
             self.nfiles += 1
+            if rel.endswith(LINK_SUFFIX):
+                self.links += 1
         elif entry.size:
             raise _Corrupt("a directory entry with data")
         self.entries[offset] = entry

@@ -190,6 +190,7 @@ def create_app(container: Container) -> Litestar:
         )
     app.state.auth_service = auth_service
     app.state.jobs, app.state.ops, app.state.runner = job_service, op_service, runner
+    app.state.uploads = uploads
     app.state.container = container
     token = settings.metrics.token
     observe.install(app, container.telemetry(), runner, str(token) if token else None, lambda: uploads.spool.in_flight)

@@ -48,6 +48,12 @@ class FormData:
         values = self.fields.get(name)
         return values[0] if values else None
 
+    @property
+    def upload_left(self) -> bool:
+        """Whether ``discard_upload`` has anything to remove (an adopted upload has not:
+        the request then needs no worker thread for it)."""
+        return self.upload_path is not None or (self.received is not None and self.received.pending)
+
     def discard_upload(self) -> None:
         """Remove the spooled file or the received input (blocking: a worker thread's job)."""
         if self.upload_path is not None:

@@ -87,20 +87,19 @@ def staging_request(form: FormData, input_dirs: tuple[str, ...] | None, output_d
     )
 
 
-async def submit_job(
-    request: Request[Any, Any, Any],
-    jobs: NamedDependency[JobService],
-    runner: NamedDependency[Runner],
-    uploads: NamedDependency[Uploads],
-) -> SubmitBody:
+async def submit_job(request: Request[Any, Any, Any], state: State) -> SubmitBody:
     """Stage the job's input and schedule it (pfcon's job descriptors as form fields)."""
+    # The services come from the app's state, as for the status GET (no dependency task group).
+    jobs: JobService = state.jobs
+    runner: Runner = state.runner
+    uploads: Uploads = state.uploads
     form = await read_job_form(request, uploads, jobs)
     try:
         spec = job_spec_from_form(form)
         bind_job_id(spec.jid)
         result = await runner.run(jobs.submit, spec, staging_request(form, spec.input_dirs, spec.output_dir))
     finally:
-        if form.upload_path is not None or form.received is not None:
+        if form.upload_left:
             await runner.run(form.discard_upload)
     return SubmitBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, ""))
 

@@ -108,7 +108,7 @@ async def create_plugin_job(
         bind_job_id(spec.jid)
         result = await runner.run(ops.plugin, spec, staging_request(form, spec.input_dirs, spec.output_dir))
     finally:
-        if form.upload_path is not None or form.received is not None:
+        if form.upload_left:
             await runner.run(form.discard_upload)
     return PluginJobBody(
         data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, result.logs)
