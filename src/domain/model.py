@@ -372,6 +372,8 @@ PATH_MAX_BYTES = 4096
 
 def path_length_problem(path: str) -> str | None:
     """Why the '/'-separated ``path`` is too long for a filesystem, or None when it is not."""
+    if len(path) <= PATH_COMPONENT_MAX_BYTES // 4:  # at most 4 bytes a character: short enough
+        return None
     size = len(path.encode("utf-8", "surrogatepass"))
     if size > PATH_MAX_BYTES:
         return f"path is longer than {PATH_MAX_BYTES} bytes ({size} bytes)"

@@ -451,11 +451,11 @@ class StreamExtractor:
                 size,
             ):
                 raise _Corrupt("central directory disagrees with the local header")
-            text = name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
             kind = stat.S_IFMT(external >> 16) if made_by >> 8 == 3 else 0
-            if kind == stat.S_IFLNK:
-                raise InvalidInputData(f"data_file: symbolic link entries are not allowed ({text!r})")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                text = name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
+                if kind == stat.S_IFLNK:
+                    raise InvalidInputData(f"data_file: symbolic link entries are not allowed ({text!r})")
                 raise InvalidInputData(f"data_file: unsupported entry type ({text!r})")
         size_of_cd = self.src.offset - start
         if len(seen) != len(self.entries):
@@ -497,9 +497,11 @@ def _extra_fields(extra: bytes) -> Iterator[tuple[int, bytes]]:
 def _write_all(fd: int, data: bytes) -> None:
     if fd < 0:
         return
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    done = os.write(fd, data)  # all of it, nearly always
+    if done < len(data):
+        view = memoryview(data)[done:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def extract_stream(read: Reader, destination: str, limits: ZipLimits, free_bytes: int | None = None) -> int:
