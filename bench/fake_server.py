@@ -44,7 +44,7 @@ def seeded_compute(jid: str) -> FakeCompute:
             ),
         )
     )
-    fake.start(jid)
+    fake.run(jid)
     fake.finish(jid, 0, logs="done\n")
     return fake
 

@@ -110,6 +110,23 @@ class ComputePort(Protocol):
 
 
 @runtime_checkable
+class TwoPhaseComputePort(Protocol):
+    """A scheduler on which a job can be created before its input is staged, and started
+    once it is (``schedule`` is ``create`` then ``start``). The domain creates the job
+    while the upload is still arriving (ADR 23)."""
+
+    def create(self, job: ContainerJob) -> None:
+        """Create the job without starting it: nothing runs. Raises as ``schedule`` does;
+        on any error nothing of the job is left on the backend."""
+        ...
+
+    def start(self, job: ContainerJob) -> JobInfo:
+        """Start a job ``create`` made. Raises as ``schedule`` does; on any error the
+        created job is removed."""
+        ...
+
+
+@runtime_checkable
 class KnownStatePort(Protocol):
     """A compute adapter that can answer some status queries from memory (a finished job
     seen by a view that the scheduler's event stream keeps current)."""
@@ -178,6 +195,35 @@ class InputReceiverPort(Protocol):
         """Read the upload to its end from ``read`` (blocking; b"" at the end), checking
         it as it arrives. Raises InvalidInputData, InputTooLarge or StorageFull, or
         whatever ``read`` raises; on any error nothing is left behind."""
+        ...
+
+
+@runtime_checkable
+class ReservedArea(Protocol):
+    """A job's data area claimed before its input is there (``InputReservingPort``):
+    the job id is taken, the mounts exist (empty), and the area counts as half-staged
+    (swept after a crash) until the input is staged into it or it is released."""
+
+    jid: str
+    mounts: tuple[Mount, ...]
+
+
+@runtime_checkable
+class InputReservingPort(Protocol):
+    """A storage that can claim a job's area before its received upload is staged into it,
+    so that the job can be created on the scheduler meanwhile (ADR 23)."""
+
+    def reserve(self, jid: str) -> ReservedArea:
+        """Claim ``jid``'s area with its (empty) mount sources. Raises JobAlreadyExists."""
+        ...
+
+    def stage_into(self, area: ReservedArea, request: StagingRequest) -> StagedData:
+        """Stage the received upload of ``request`` into ``area``; on error the area is
+        left for ``release``. Raises as ``stage`` does."""
+        ...
+
+    def release(self, area: ReservedArea) -> None:
+        """Remove the area and what is in it; idempotent."""
         ...
 
 

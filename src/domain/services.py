@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .errors import (
     DomainError,
@@ -16,6 +17,7 @@ from .errors import (
 )
 from .model import (
     BackendHealth,
+    ContainerJob,
     JobKind,
     JobSpec,
     JobInfo,
@@ -32,17 +34,30 @@ from .ports import (
     AuthPort,
     ComputePort,
     InputReceiverPort,
+    InputReservingPort,
     KnownStatePort,
     OutputFilesPort,
     ReceivedInput,
+    ReservedArea,
     StagingRequest,
     StoragePort,
+    TwoPhaseComputePort,
     ZipStream,
 )
 
-__all__ = ["AuthService", "JobOptions", "JobService", "spec_problems"]
+__all__ = ["AuthService", "JobOptions", "JobService", "PreparedJob", "spec_problems"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedJob:
+    """A job created on the scheduler (not started) over its reserved, still empty data
+    area, while its input is being received (``JobService.prepare``, ADR 23)."""
+
+    spec: JobSpec
+    job: ContainerJob
+    area: ReservedArea
 
 
 class JobService:
@@ -69,8 +84,19 @@ class JobService:
         return self._server_info
 
     def recover(self) -> list[str]:
-        """Clean up after a crash: job data whose staging never finished is removed."""
-        return self.storage.recover()
+        """Clean up after a crash: job data whose staging never finished is removed, and
+        so is the job of that id on the scheduler, which cannot have been started (a job
+        created while its upload arrived, ADR 23; staging ends before any start)."""
+        swept = self.storage.recover()
+        if swept and self.prepares:
+            for jid in swept:
+                try:
+                    self.compute.remove(JobKind.PLUGIN.job_name(jid))
+                except JobNotFound:
+                    pass
+                except DomainError as e:  # the scheduler is down: the data is gone all the same
+                    log.warning("job of a half-staged id not removed", extra={"job_id": jid, "reason": e.message})
+        return swept
 
     def readiness(self) -> tuple[BackendHealth, ...]:
         """Whether each backend answers now (pfcon's ``health/`` says nothing of this)."""
@@ -114,6 +140,59 @@ class JobService:
                 log.exception("rollback of job data failed", extra={"job_id": spec.jid})
             raise
         return SubmittedJob(data=data, info=info)
+
+    @property
+    def prepares(self) -> bool:
+        """Whether a job can be created while its input is still arriving (``prepare``):
+        a two-phase scheduler and a storage that reserves areas for received uploads."""
+        return isinstance(self.compute, TwoPhaseComputePort) and isinstance(self.storage, InputReservingPort)
+
+    def prepare(self, spec: JobSpec) -> PreparedJob:
+        """The first half of ``submit`` for an input still being received: the job is
+        checked, its area reserved (the job id claimed, the mount sources made) and the
+        job created on the scheduler, not started. Then ``submit_prepared`` with the
+        received input, or ``abandon``. Raises what ``submit`` raises; on error nothing
+        is left behind."""
+        compute, storage = self.compute, self.storage
+        if not isinstance(compute, TwoPhaseComputePort) or not isinstance(storage, InputReservingPort):
+            raise TypeError("this scheduler or storage cannot prepare jobs")
+        self.run_plugin.check(spec)
+        area = storage.reserve(spec.jid)  # JobAlreadyExists: the id is taken
+        job = self.run_plugin.container(spec, area.mounts)
+        try:
+            compute.create(job)
+        except BaseException:
+            storage.release(area)
+            raise
+        return PreparedJob(spec, job, area)
+
+    def submit_prepared(self, prepared: PreparedJob, request: StagingRequest) -> SubmittedJob:
+        """The second half: stage the received input into the prepared job's area, then
+        start it. On error the job and its data are removed (``abandon``)."""
+        compute, storage = self.compute, self.storage
+        assert isinstance(compute, TwoPhaseComputePort) and isinstance(storage, InputReservingPort)
+        try:
+            self.copy_input.check(prepared.spec.jid, request)
+            data = storage.stage_into(prepared.area, request)
+            info = compute.start(prepared.job)
+        except BaseException:
+            try:
+                self.abandon(prepared)
+            except Exception:  # the staging or start error is the one to report
+                log.exception("rollback of a prepared job failed", extra={"job_id": prepared.spec.jid})
+            raise
+        return SubmittedJob(data=data, info=info)
+
+    def abandon(self, prepared: PreparedJob) -> None:
+        """Remove a prepared job that will not run, and its area."""
+        storage = self.storage
+        assert isinstance(storage, InputReservingPort)
+        try:
+            self.compute.remove(prepared.job.name)
+        except JobNotFound:
+            pass
+        finally:
+            storage.release(prepared.area)
 
     def status(self, jid: str) -> JobState:
         self._require_valid_id(jid)

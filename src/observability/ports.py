@@ -45,8 +45,11 @@ CLIENT_ERRORS: tuple[type[E.DomainError], ...] = (
 )
 
 OPERATIONS = {
-    "compute": ("check", "schedule", "info", "state", "remove", "ping", "list_jobs", "cancel"),
-    "storage": ("validate", "stage", "exists", "delete", "outputs", "ping", "recover", "receive"),
+    "compute": ("check", "schedule", "create", "start", "info", "state", "remove", "ping", "list_jobs", "cancel"),
+    "storage": (
+        "validate", "stage", "exists", "delete", "outputs", "ping", "recover", "receive",
+        "reserve", "stage_into", "release",
+    ),
     "jobarea": ("exists", "prepare", "op_mounts", "plugin_mounts", "outputs", "remove"),
 }
 
@@ -262,13 +265,14 @@ class ObservedPort:
         if self._kind == "compute":
             return {
                 "schedule": self._scheduled,
+                "start": self._scheduled,  # the second half of a schedule (ADR 23)
                 "info": self._seen_info,
                 "cancel": self._seen_info,
                 "state": self._seen_state,
                 "remove": self._removed,
                 "list_jobs": self._seen_list,
             }.get(operation)
-        if self._kind == "storage" and operation == "stage":
+        if self._kind == "storage" and operation in ("stage", "stage_into"):
             return self._staged
         return None
 

@@ -28,7 +28,7 @@ from pfcon.domain.model import (
     JobStatus,
     Resources,
 )
-from pfcon.domain.ports import ComputePort, KnownStatePort
+from pfcon.domain.ports import ComputePort, KnownStatePort, TwoPhaseComputePort
 
 
 class Driver(Protocol):
@@ -118,6 +118,42 @@ class ComputeContract:
         state = compute.state(job.name, 100)
         assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
         assert state.logs.strip() == "first"
+
+    # -- create, then start (TwoPhaseComputePort, ADR 23) ------------------------------------
+    def _two_phase(self, compute: Any) -> None:
+        if not isinstance(compute, TwoPhaseComputePort):
+            pytest.skip("not a two-phase scheduler: schedule only")
+
+    def test_a_created_job_runs_only_once_started(self, compute: Any, driver: Driver, image: str) -> None:
+        self._two_phase(compute)
+        job = self.make_job(image, driver.script(0, ("hello",)))
+        assert compute.create(job) is None
+        created = compute.state(job.name, 100)
+        assert created.info.status is JobStatus.NOT_STARTED and created.logs == ""
+        info = compute.start(job)
+        assert info.name == job.name and info.status is JobStatus.NOT_STARTED
+        driver.settle(compute, job.name)
+        state = compute.state(job.name, 100)
+        assert state.info.status is JobStatus.FINISHED_SUCCESSFULLY
+        assert state.logs.strip() == "hello"
+        compute.remove(job.name)  # (the fixtures remove what schedule made)
+
+    def test_a_created_job_can_be_removed_unstarted(self, compute: Any, driver: Driver, image: str) -> None:
+        self._two_phase(compute)
+        job = self.make_job(image, driver.script(0, ("never",)))
+        compute.create(job)
+        compute.remove(job.name)
+        with pytest.raises(JobNotFound):
+            compute.info(job.name)
+
+    def test_create_under_a_taken_name_is_refused(self, compute: Any, driver: Driver, image: str) -> None:
+        self._two_phase(compute)
+        job = self.make_job(image, driver.script(0, ("first",)))
+        compute.schedule(job)
+        with pytest.raises(JobAlreadyExists):
+            compute.create(self.make_job(image, driver.script(1, ("second",)), name=job.name))
+        driver.settle(compute, job.name)
+        assert compute.state(job.name, 100).logs.strip() == "first"
 
     def test_known_state_agrees_with_state(self, compute: Any, driver: Driver, image: str) -> None:
         """An adapter that answers from memory (KnownStatePort) never says what ``state``

@@ -249,7 +249,7 @@ def test_client_disconnect_mid_upload_is_logged_and_cleaned(hostile: Server, doc
         assert conn.send_chunks(chunked(archive[: 8 * MiB], MiB), pause=0.02)
         # at least a MiB of the member is on disk: the upload is really under way
         wait_for(lambda: area_bytes(hostile.storebase) >= MiB, 10, "the member to reach the upload area")
-        assert f"key-{job}" not in key_dirs(hostile.storebase)
+        _reserved_and_created(hostile, job, docker_client)
     finally:
         conn.close()  # gone mid-upload
     wait_for(
@@ -326,17 +326,29 @@ def test_uploads_in_flight_are_bounded(hostile: Server, docker_client: Any) -> N
 # -- SIGKILL and restart ------------------------------------------------------------------
 
 
-def _dead_areas(server: Server, job: str) -> list[str]:
-    """After a SIGKILL mid-upload: the partial upload area is still there, its staging
-    marker left behind (nobody holds it now); ``key-<jid>`` was never claimed."""
+def _reserved_and_created(server: Server, job: str, docker_client: Any) -> None:
+    """While the upload arrives: the job's area is reserved (empty, marked half-staged)
+    and its container created, never started (ADR 23)."""
+    wait_for(lambda: docker_client.containers.list(all=True, filters={"name": f"^{job}$"}), 10, "the job's container")
+    (container,) = docker_client.containers.list(all=True, filters={"name": f"^{job}$"})
+    assert container.status == "created"
+    area = os.path.join(server.storebase, f"key-{job}")
+    assert sorted(os.listdir(area)) == sorted([STAGING_MARKER, "incoming", "outgoing"])
+    assert os.listdir(os.path.join(area, "incoming")) == []
+
+
+def _dead_areas(server: Server, job: str, docker_client: Any) -> list[str]:
+    """After a SIGKILL mid-upload: the partial upload area and the job's reserved area are
+    still there, their staging markers left behind (nobody holds them now), and so is
+    the job's container, created and never started."""
     areas = upload_areas(server.storebase)
     assert len(areas) == 1, areas
     assert os.path.exists(os.path.join(server.storebase, areas[0], STAGING_MARKER))
-    assert f"key-{job}" not in key_dirs(server.storebase)
-    return areas
+    _reserved_and_created(server, job, docker_client)
+    return [*areas, f"key-{job}"]
 
 
-def _restart_checks(old: Server, tmp: Any, job: str, areas: list[str]) -> Server:
+def _restart_checks(old: Server, tmp: Any, job: str, areas: list[str], docker_client: Any) -> Server:
     """A new server on the same storeBase and spool: nothing of the dead one is left."""
     upload_dir = old.env["UPLOAD_DIR"]
     # the dead server's spool dir is still there...
@@ -352,6 +364,8 @@ def _restart_checks(old: Server, tmp: Any, job: str, areas: list[str]) -> Server
     assert spool_files(upload_dir) == []
     assert upload_areas(new.storebase) == []
     assert f"key-{job}" not in key_dirs(new.storebase)
+    # the half-staged job's container, never started, went with its area
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{job}$"})
     swept = [e for e in log_events(new) if e.get("event") == "stale_staging_removed"]
     assert swept, new.logs()[-2000:]
     assert {a[len("key-") :] for a in areas} <= {j for e in swept for j in e.get("job_ids", [])}, swept
@@ -386,12 +400,12 @@ def test_sigkill_during_upload_then_restart(docker_client: Any, tmp_path: Any) -
         finally:
             conn.close()
         # the dead server's partial upload is still there...
-        areas = _dead_areas(server, job)
+        areas = _dead_areas(server, job, docker_client)
         written = area_bytes(server.storebase)
         record("kill_upload.bytes_extracted_at_kill", written)
         assert 4 * MiB <= written < 64 * MiB
         # ...until a new server starts
-        new = _restart_checks(server, tmp_path, job, areas)
+        new = _restart_checks(server, tmp_path, job, areas, docker_client)
         _same_job_id_again(new, job)
     finally:
         if server.process.poll() is None:
@@ -426,12 +440,12 @@ def test_sigkill_during_extraction_then_restart(docker_client: Any, tmp_path: An
         sigkill(server)
         thread.join(30)
         assert "error" in outcome, outcome  # the client saw the connection die
-        areas = _dead_areas(server, job)
+        areas = _dead_areas(server, job, docker_client)
         files_at_kill = area_files(server.storebase)
         record("kill_extraction.files_extracted_at_kill", files_at_kill)
         assert 50 <= files_at_kill < 40_000
 
-        new = _restart_checks(server, tmp_path, job, areas)
+        new = _restart_checks(server, tmp_path, job, areas, docker_client)
         _same_job_id_again(new, job)
     finally:
         if server.process.poll() is None:

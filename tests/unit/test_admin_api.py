@@ -27,7 +27,7 @@ def test_listing_shows_this_servers_jobs_newest_first(app_factory: Callable[...,
     # another server's job and a workload that is not a job, on the same scheduler
     for name, labels in (("theirs", {JOB_TYPE_LABEL: "plugin", INSTANCE_LABEL: "site-b"}), ("other", {})):
         compute.schedule(ContainerJob(name, "img", ("true",), (), Resources(), (), labels))
-    compute.start("chris-jid-2")
+    compute.run("chris-jid-2")
     r = api.get("/admin/jobs/")
     assert r.status_code == 200
     jobs = r.json()["jobs"]
@@ -65,7 +65,7 @@ def test_cancel_stops_and_keeps_the_job(app_factory: Callable[..., Api]) -> None
     compute = FakeCompute()
     api = app_factory(compute)
     assert api.submit("chris-jid-1").status_code == 201
-    compute.start("chris-jid-1")
+    compute.run("chris-jid-1")
     r = api.post("/admin/jobs/chris-jid-1/cancel/")
     assert r.status_code == 200, r.text
     body = r.json()["compute"]

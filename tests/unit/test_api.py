@@ -469,7 +469,7 @@ def test_concurrent_duplicates_create_exactly_one_job(api: Api) -> None:
 def test_status_reports_logs_and_terminal_status_is_stable(api: Api) -> None:
     api.submit()
     assert api.get("/jobs/chris-jid-1/").json()["compute"]["status"] == "notstarted"
-    api.compute.start("chris-jid-1")
+    api.compute.run("chris-jid-1")
     assert api.get("/jobs/chris-jid-1/").json()["compute"]["status"] == "started"
     api.compute.finish("chris-jid-1", exit_code=3, logs="line1\nline2\n")
     for _ in range(3):
@@ -504,7 +504,7 @@ def test_a_known_finished_state_is_answered_without_asking_the_scheduler(app_fac
     api = app_factory(compute=ThreadWatchingCompute())
     api.submit()
     api.submit("chris-jid-2")
-    api.compute.start("chris-jid-1")
+    api.compute.run("chris-jid-1")
     assert api.get("/jobs/chris-jid-1/").json()["compute"]["status"] == "started"
     assert len(api.compute.state_threads) == 1  # a running job: the scheduler is asked
     api.compute.finish("chris-jid-1", exit_code=0, logs="done\n")
@@ -582,7 +582,7 @@ def test_output_of_unknown_job_is_404(api: Api) -> None:
 
 def test_delete_removes_job_and_data_then_everything_is_404(api: Api) -> None:
     api.submit()
-    api.compute.start("chris-jid-1")
+    api.compute.run("chris-jid-1")
     r = api.delete("/jobs/chris-jid-1/")
     assert r.status_code == 204
     assert r.content == b""
@@ -622,10 +622,10 @@ class BlockingCompute(FakeCompute):
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def schedule(self, job: Any) -> Any:
+    def create(self, job: Any) -> Any:  # the first half of every submission's scheduling
         self.entered.set()
         assert self.release.wait(10)
-        return super().schedule(job)
+        return super().create(job)
 
 
 def test_health_and_status_answer_while_a_submit_blocks(app_factory: Any) -> None:

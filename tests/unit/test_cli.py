@@ -105,7 +105,7 @@ def test_status_wait_polls_until_the_job_ends(api: Api, tmp_path: Any, capsys: A
     (tmp_path / "in").mkdir()
     assert run(capsys, "submit", "cli-2", "--url", URL, "--image", IMAGE, "--input", str(tmp_path / "in"),
                "--", "true", client=api.client)[0] == 0
-    api.compute.start("cli-2")
+    api.compute.run("cli-2")
     timer = threading.Timer(0.3, api.compute.finish, args=("cli-2",), kwargs={"exit_code": 3})
     timer.start()
     try:
@@ -338,7 +338,7 @@ def test_list_and_cancel_over_http(api: Api, tmp_path: Any, capsys: Any) -> None
     assert (code, out.split(), err) == (0, list(cli.LIST_COLUMNS), "")  # the header only
     _submit(api, capsys, tmp_path, "cli-1")
     _submit(api, capsys, tmp_path, "cli-2")
-    api.compute.start("cli-2")
+    api.compute.run("cli-2")
     api.compute.jobs["cli-2"].logs = "working\n"
 
     code, out, err = run(capsys, "list", "--url", URL, "--json", client=api.client)
@@ -375,7 +375,7 @@ def test_list_and_cancel_in_process(app_factory: Callable[..., Api], tmp_path: A
     monkeypatch.setattr(cli, "_service", lambda settings: service)
     monkeypatch.setattr(cli, "_settings", lambda: None)
     _submit(api, capsys, tmp_path, "cli-1")
-    api.compute.start("cli-1")
+    api.compute.run("cli-1")
     code, out, err = run(capsys, "list", "--in-process", "--json")
     assert code == 0, err
     [job] = json.loads(out)["jobs"]

@@ -37,7 +37,7 @@ def csrf_of(html: str) -> str:
 def dash(api: Api) -> Api:
     """The app with one submitted, running job, and a dashboard session."""
     assert api.submit().status_code == 201
-    api.compute.start("chris-jid-1")
+    api.compute.run("chris-jid-1")
     assert login(api).status_code == 303
     return api
 

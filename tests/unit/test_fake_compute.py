@@ -34,13 +34,13 @@ class FakeDriver:
         if exit_code == -1:  # a memory hog: killed past a hard limit, else it just ran
             killed = compute.capabilities.hard_memory_limit and job.resources.memory_limit < int(job.command[1])
             exit_code, lines = (137, lines) if killed else (0, ())
-        compute.start(name)
+        compute.run(name)
         workers = job.resources.number_of_workers  # every worker prints the lines
         compute.jobs[name].logs = ""
         compute.finish(name, exit_code, "".join(f"{line}\n" for line in lines) * workers)
 
     def begin(self, compute: FakeCompute, name: str, timeout: float = 60) -> None:
-        compute.start(name)  # a running script has printed its lines
+        compute.run(name)  # a running script has printed its lines
         _, lines = self.behaviours.get(compute.jobs[name].job.command, (0, ()))
         compute.jobs[name].logs += "".join(f"{line}\n" for line in lines)
 

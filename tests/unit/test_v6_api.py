@@ -166,7 +166,7 @@ def test_copy_schedules_the_op_job_and_is_idempotent(app_factory: Any) -> None:
     assert (job.resources.cpu_limit, job.resources.memory_limit) == (500, 300)
     assert params(api, "chris-jid-1", "job_params.json") == {
         "jid": "chris-jid-1", "storage_env": "fslink", "input_dirs": [IN], "output_dir": OUT}
-    api.compute.start("chris-jid-1-copy")
+    api.compute.run("chris-jid-1-copy")
     api.compute.jobs["chris-jid-1-copy"].logs = "copying\n"
     again = copy(api)
     assert again.status_code == 201 and again.json()["compute"]["status"] == "started"
@@ -209,7 +209,7 @@ def test_plugin_copy_guard(app_factory: Any) -> None:
     assert r.status_code == 409 and r.json() == {"message": NO_COPY}
     copy(api)
     assert plugin(api).json() == {"message": "Copy job has not completed successfully (status: notStarted). Run the copy job first."}
-    api.compute.start("chris-jid-1-copy")
+    api.compute.run("chris-jid-1-copy")
     assert "(status: started)" in plugin(api).json()["message"]
     api.compute.finish("chris-jid-1-copy", exit_code=2)
     assert "(status: finishedWithError)" in plugin(api).json()["message"]
@@ -295,7 +295,7 @@ def test_upload_guard_params_credentials_and_listing(swift: Api) -> None:
     assert not any("SWIFT" in e for e in plugin_job.env)  # credentials never reach a plugin
     assert {(m.source, m.target) for m in plugin_job.mounts} == {
         ("key-chris-jid-1/incoming", "/share/incoming"), ("key-chris-jid-1/outgoing", "/share/outgoing")}
-    swift.compute.start("chris-jid-1")
+    swift.compute.run("chris-jid-1")
     assert post(swift, "upload", jid="chris-jid-1", job_output_path="home/u/out").json() == {
         "message": "Plugin job has not completed yet (status: started). The plugin job must finish before uploading."}
     swift.compute.finish("chris-jid-1", exit_code=1)  # outputs of a failed job are uploaded too

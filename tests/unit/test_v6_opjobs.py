@@ -78,7 +78,7 @@ def test_copy_and_upload_of_an_object_store_get_its_credentials_delete_does_not(
 def test_idempotency_keeps_running_and_succeeded_jobs_and_replaces_failed_ones() -> None:
     ops, compute, _ = service()
     first = ops.copy("j1", ("in",), "out", 1000, 300)
-    for status in ("start", "finish"):
+    for status in ("run", "finish"):
         getattr(compute, status)("j1-copy")
         again = ops.copy("j1", ("in",), "out", 1000, 300)
         assert again.info.status is compute.info("j1-copy").status and compute.removed == []

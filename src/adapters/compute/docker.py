@@ -479,6 +479,11 @@ class DockerCompute:
         self._ensure_image(image)
 
     def schedule(self, job: ContainerJob) -> JobInfo:
+        self.create(job)
+        return self.start(job)
+
+    def create(self, job: ContainerJob) -> None:
+        """The container, created and not started (``TwoPhaseComputePort``)."""
         self._check_workers(job.resources)  # the image is checked by create itself
         user, group_add = self._user(job)
         host_config_kwargs = self._host_config(job)
@@ -524,6 +529,9 @@ class DockerCompute:
                 f"gpu_limit: this compute host cannot provide {job.resources.gpu_limit} GPU(s) "
                 "(the container engine ignored the GPU request)"
             )
+
+    def start(self, job: ContainerJob) -> JobInfo:
+        """Start what ``create`` made; on any error the container is removed."""
         try:
             self.api.start(job.name)
         except docker.errors.APIError as e:

@@ -31,6 +31,7 @@ class FakeJob:
     timestamp: str = "0001-01-01T00:00:00Z"
     created: str = ""
     node: str = "fake-node"
+    started: bool = True  # False: created, not started yet (create without start)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class FakeCompute:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     fail_next_schedule: Exception | None = None
+    fail_next_start: Exception | None = None  # raised by the next start (after its create)
     down: str | None = None  # set: every call raises BackendUnavailable(down)
     capabilities: ComputeCapabilities = field(default_factory=ComputeCapabilities)
 
@@ -57,6 +59,11 @@ class FakeCompute:
             raise ImageNotAvailable(f"image: {image!r} is not present on the compute host")
 
     def schedule(self, job: ContainerJob) -> JobInfo:
+        self.create(job)
+        return self.start(job)
+
+    def create(self, job: ContainerJob) -> None:
+        """Created, not started (``TwoPhaseComputePort``); ``fail_next_schedule`` fails here."""
         self._alive()
         self.check(job.image, job.resources)
         with self._lock:
@@ -67,8 +74,21 @@ class FakeCompute:
                 raise JobAlreadyExists(job.name)
             self._created += 1
             self.jobs[job.name] = FakeJob(
-                job, created=f"2026-01-01T00:00:{self._created % 60:02d}.{self._created:06d}Z"
+                job, created=f"2026-01-01T00:00:{self._created % 60:02d}.{self._created:06d}Z", started=False
             )
+
+    def start(self, job: ContainerJob) -> JobInfo:
+        try:
+            self._alive()
+            with self._lock:
+                if self.fail_next_start is not None:
+                    error, self.fail_next_start = self.fail_next_start, None
+                    raise error
+                self._get(job.name).started = True
+        except BaseException:
+            with self._lock:
+                self.jobs.pop(job.name, None)  # on error nothing of the job is left
+            raise
         return self.info(job.name)
 
     def _get(self, name: str) -> FakeJob:
@@ -144,7 +164,8 @@ class FakeCompute:
             raise BackendUnavailable(self.down)
 
     # Test controls -----------------------------------------------------
-    def start(self, name: str) -> None:
+    def run(self, name: str) -> None:
+        """The job is running now."""
         fake = self._get(name)
         fake.status, fake.message = JobStatus.STARTED, "running"
 

@@ -164,6 +164,23 @@ def _force_remove(func, path, _exc_info) -> None:  # type: ignore[no-untyped-def
         pass
 
 
+def hold_marker(path: str) -> int:
+    """Create ``path/.staging`` locked (``flock``) by this process; return its fd, which
+    holds the lock for as long as it is open. Locked before it appears under its name: a
+    marker that another process can open is always either held or stale, never in between."""
+    pending = os.path.join(path, f"{STAGING_MARKER}.{os.getpid()}.{threading.get_ident()}")
+    marker = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX)
+        os.rename(pending, os.path.join(path, STAGING_MARKER))
+    except BaseException:
+        os.close(marker)
+        with contextlib.suppress(OSError):
+            os.unlink(pending)
+        raise
+    return marker
+
+
 class StoreBase:
     """The directory pfcon sees as storeBase (STOREBASE_MOUNT) and its ``key-<jid>`` dirs."""
 
@@ -209,12 +226,7 @@ class StoreBase:
         path = self.claim(jid)
         marker = -1
         try:
-            # Locked before it appears under its name: a marker that another process can
-            # open is always either held or stale, never in between.
-            pending = os.path.join(path, f"{STAGING_MARKER}.{os.getpid()}.{threading.get_ident()}")
-            marker = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            fcntl.flock(marker, fcntl.LOCK_EX)
-            os.rename(pending, os.path.join(path, STAGING_MARKER))
+            marker = hold_marker(path)
             if with_dirs:
                 os.mkdir(self.incoming(jid))
                 os.mkdir(self.outgoing(jid))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import secrets
 import stat
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 
 from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, StorageFull
 from ...domain.model import OutputFile, OutputListing, StagedData, path_length_problem
-from ...domain.ports import ReceivedInput, StagingRequest, ZipStream
+from ...domain.ports import ReceivedInput, ReservedArea, StagingRequest, ZipStream
 from .chrislink import expand_links
-from .local import CHUNK, STAGING_MARKER, StoreBase, iter_zip, safe_relative_path
+from .local import CHUNK, STAGING_MARKER, StoreBase, hold_marker, iter_zip, safe_relative_path
 
 BAD_ZIP = "data_file: Bad zip file"
 _COMPRESSION_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
@@ -232,10 +231,7 @@ class ReceivedZip:
         self._marker = -1
         path = storebase.claim(self.id)
         try:
-            pending = os.path.join(path, f"{STAGING_MARKER}.{os.getpid()}.{threading.get_ident()}")
-            self._marker = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._marker, fcntl.LOCK_EX)
-            os.rename(pending, os.path.join(path, STAGING_MARKER))
+            self._marker = hold_marker(path)
             os.mkdir(self.incoming)
         except BaseException:
             self.discard()
@@ -267,9 +263,50 @@ class ReceivedZip:
                 self._marker = -1
 
 
+class ReservedZipArea:
+    """``key-<jid>/`` claimed, with empty ``incoming/`` and ``outgoing/`` (the mount
+    sources a job can be created with) and its staging marker held, before the received
+    upload is staged into it (``InputReservingPort``, ADR 23)."""
+
+    def __init__(self, storebase: StoreBase, jid: str) -> None:
+        self.storebase = storebase
+        self.jid = jid
+        self._lock = threading.Lock()
+        self._marker = -1
+        self._released = False
+        path = storebase.claim(jid)  # JobAlreadyExists
+        try:
+            self._marker = hold_marker(path)
+            os.mkdir(storebase.incoming(jid))
+            os.mkdir(storebase.outgoing(jid))
+        except BaseException:
+            self.release()
+            raise
+        self.mounts = storebase.staged(jid, 0).mounts
+
+    def staged(self) -> None:
+        """The input is in: the job's area is complete (the marker goes)."""
+        with self._lock:
+            os.unlink(os.path.join(self.storebase.key_dir(self.jid), STAGING_MARKER))
+            if self._marker >= 0:
+                os.close(self._marker)
+                self._marker = -1
+
+    def release(self) -> None:
+        """Remove the area and what is in it; idempotent."""
+        with self._lock:
+            if not self._released:
+                self.storebase.delete(self.jid)
+                self._released = True
+            if self._marker >= 0:
+                os.close(self._marker)
+                self._marker = -1
+
+
 class ZipFileStorage:
-    """Implements the storage port for ``STORAGE_ENV=zipfile``, and receives uploads as
-    they arrive (``InputReceiverPort``)."""
+    """Implements the storage port for ``STORAGE_ENV=zipfile``, receives uploads as they
+    arrive (``InputReceiverPort``) and reserves a job's area before its upload is staged
+    into it (``InputReservingPort``)."""
 
     def __init__(
         self,
@@ -345,6 +382,31 @@ class ZipFileStorage:
                 os.close(marker)
         nfiles = received.nfiles - expanded
         return self.storebase.staged(jid, nfiles, received.nbytes if not expanded else -1)
+
+    def reserve(self, jid: str) -> ReservedZipArea:
+        return ReservedZipArea(self.storebase, jid)
+
+    def stage_into(self, area: ReservedArea, request: StagingRequest) -> StagedData:
+        """Move the received upload into the reserved ``key-<jid>/incoming`` (a rename over
+        the empty directory the job was created with); on error the area is left to
+        ``release``."""
+        received = request.received
+        if not isinstance(area, ReservedZipArea) or area.storebase is not self.storebase:
+            raise TypeError("not an area this storage reserved")
+        if not isinstance(received, ReceivedZip) or not received.id:
+            raise TypeError("not an upload this storage received")
+        incoming = self.storebase.incoming(area.jid)
+        os.rename(received.incoming, incoming)
+        expanded = expand_links(incoming) if received.links != 0 else 0
+        area.staged()
+        with contextlib.suppress(OSError):
+            received.discard()  # what is left of it: the empty area and its marker
+        return self.storebase.staged(area.jid, received.nfiles - expanded, received.nbytes if not expanded else -1)
+
+    def release(self, area: ReservedArea) -> None:
+        if not isinstance(area, ReservedZipArea):
+            raise TypeError("not an area this storage reserved")
+        area.release()
 
     def exists(self, jid: str) -> bool:
         return self.storebase.exists(jid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl
@@ -265,6 +265,7 @@ async def parse_multipart(
     max_upload_bytes: int,
     upload_field: str = "data_file",
     receive: Receiver | None = None,
+    on_upload: Callable[[FormData], Awaitable[None]] | None = None,
 ) -> FormData:
     """Parse multipart/form-data incrementally.
 
@@ -273,6 +274,8 @@ async def parse_multipart(
     file in the upload spool (``form.upload_path``); other parts are small text fields
     kept in memory. Nothing is kept whole in memory, whatever the upload size, and on any
     error nothing is left behind (the spool file, or what ``receive`` wrote).
+    ``on_upload(form)`` is awaited when the upload part begins, with the fields that came
+    before it (it must not raise).
     """
     form = FormData()
     sink: _SpoolSink | _StreamSink = (
@@ -283,7 +286,7 @@ async def parse_multipart(
         if isinstance(sink, _StreamSink):
             sink.task_group = tg
         try:
-            await _parse_parts(stream, boundary, form, sink, max_upload_bytes, upload_field)
+            await _parse_parts(stream, boundary, form, sink, max_upload_bytes, upload_field, on_upload)
             await sink.finish()
         except Exception as e:  # noqa: BLE001 - kept, raised once the worker has ended
             sink.abort()
@@ -319,6 +322,7 @@ async def _parse_parts(
     sink: _SpoolSink | _StreamSink,
     max_upload_bytes: int,
     upload_field: str,
+    on_upload: Callable[[FormData], Awaitable[None]] | None = None,
 ) -> None:
     uploaded = 0
     form_bytes = 0
@@ -337,6 +341,8 @@ async def _parse_parts(
                     if is_upload:
                         started = True
                         await sink.start()
+                        if on_upload is not None:
+                            await on_upload(form)
                 elif event:
                     if segment is None:
                         continue

@@ -7,8 +7,11 @@ pool (every port is synchronous and may block) and render pfcon's bodies.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
+import anyio.abc
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
@@ -17,9 +20,10 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from ...domain.model import JobInfo, StagedData
+from ...domain.errors import DomainError
+from ...domain.model import JobInfo, JobSpec, StagedData
 from ...domain.ports import StagingRequest, ZipStream
-from ...domain.services import JobService
+from ...domain.services import JobService, PreparedJob
 from . import docs
 from .common import Runner, Uploads, bind_job_id, body_chunks, options_handler, read_form
 from .docs import errors
@@ -68,17 +72,79 @@ def server_info(jobs: NamedDependency[JobService]) -> ServerInfoBody:
     return msgspec.convert(body, ServerInfoBody)
 
 
-async def read_job_form(request: Request[Any, Any, Any], uploads: Uploads, jobs: JobService) -> FormData:
+async def read_job_form(
+    request: Request[Any, Any, Any],
+    uploads: Uploads,
+    jobs: JobService,
+    on_upload: Callable[[FormData], Awaitable[None]] | None = None,
+) -> FormData:
     """A job form; where the storage receives uploads as they arrive (zipfile), the
     ``data_file`` part is validated and extracted while the body is received (ADR 19),
-    in whatever order the parts come."""
+    in whatever order the parts come; ``on_upload`` is then awaited when that part begins."""
     content_type, params = request.content_type
     if content_type != "multipart/form-data" or not jobs.receives_input or not params.get("boundary"):
         return await read_form(request, uploads.spool, uploads.max_bytes)
     with uploads.spool.slot():
         return await parse_multipart(
-            body_chunks(request), params["boundary"], uploads.spool, uploads.max_bytes, receive=jobs.receive_input
+            body_chunks(request),
+            params["boundary"],
+            uploads.spool,
+            uploads.max_bytes,
+            receive=jobs.receive_input,
+            on_upload=on_upload,
         )
+
+
+class Preparation:
+    """The job of a POST created on the scheduler while its upload is still arriving (ADR 23).
+
+    When the ``data_file`` part begins, the fields before it (pfconclient sends every field
+    first) are enough for the job: ``JobService.prepare`` reserves its area and creates it,
+    not started, in a worker thread while the upload is received. Once the body is in,
+    ``take`` hands the prepared job over if the whole form describes the same job; any
+    other outcome leaves the POST to the ordinary path, and ``close`` removes whatever was
+    prepared and not used.
+    """
+
+    def __init__(self, jobs: JobService, runner: Runner) -> None:
+        self.jobs = jobs
+        self.runner = runner
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.spec: JobSpec | None = None
+        self.prepared: PreparedJob | None = None
+        self.error: Exception | None = None
+
+    async def begin(self, form: FormData) -> None:
+        if self.task_group is None or self.spec is not None or not self.jobs.prepares:
+            return
+        try:
+            spec = job_spec_from_form(form)
+        except DomainError:
+            return  # a field may still come after the file: the ordinary path will tell
+        self.spec = spec
+        self.task_group.start_soon(self._prepare, spec)
+
+    async def _prepare(self, spec: JobSpec) -> None:
+        try:
+            self.prepared = await self.runner.run(self.jobs.prepare, spec)
+        except Exception as e:  # noqa: BLE001 - raised by take() if this is the job asked for
+            self.error = e
+
+    def take(self, spec: JobSpec) -> PreparedJob | None:
+        """The job prepared for ``spec`` (prepare's error raised), or None: none was."""
+        if self.spec is None or self.spec != spec:
+            return None
+        if self.error is not None:
+            raise self.error
+        prepared, self.prepared = self.prepared, None
+        return prepared
+
+    async def close(self) -> None:
+        """Remove a prepared job that was not taken (shielded: it runs on the way out)."""
+        if self.prepared is not None:
+            prepared, self.prepared = self.prepared, None
+            with anyio.CancelScope(shield=True):
+                await self.runner.run(self.jobs.abandon, prepared)
 
 
 def staging_request(form: FormData, input_dirs: tuple[str, ...] | None, output_dir: str | None) -> StagingRequest:
@@ -93,14 +159,33 @@ async def submit_job(request: Request[Any, Any, Any], state: State) -> SubmitBod
     jobs: JobService = state.jobs
     runner: Runner = state.runner
     uploads: Uploads = state.uploads
-    form = await read_job_form(request, uploads, jobs)
+    preparation = Preparation(jobs, runner)
+    failure: Exception | None = None
     try:
-        spec = job_spec_from_form(form)
-        bind_job_id(spec.jid)
-        result = await runner.run(jobs.submit, spec, staging_request(form, spec.input_dirs, spec.output_dir))
+        async with anyio.create_task_group() as tg:
+            preparation.task_group = tg
+            try:
+                form = await read_job_form(request, uploads, jobs, preparation.begin)
+            except Exception as e:  # noqa: BLE001 - raised once the preparation has ended
+                failure = e
+        # here the preparation, if any, has ended
+        if failure is not None:
+            raise failure
+        try:
+            spec = job_spec_from_form(form)
+            bind_job_id(spec.jid)
+            request_ = staging_request(form, spec.input_dirs, spec.output_dir)
+            prepared = preparation.take(spec)
+            if prepared is not None:
+                result = await runner.run(jobs.submit_prepared, prepared, request_)
+            else:
+                await preparation.close()  # prepared for other fields: it goes first
+                result = await runner.run(jobs.submit, spec, request_)
+        finally:
+            if form.upload_left:
+                await runner.run(form.discard_upload)
     finally:
-        if form.upload_left:
-            await runner.run(form.discard_upload)
+        await preparation.close()
     return SubmitBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, ""))
 
 
