@@ -102,11 +102,7 @@ def test_a_job_cycle_on_docker_moves_the_counters_by_what_happened(server: Serve
     assert moved('pfcon_staging_duration_seconds_count{storage="zipfile"}') == 2
     assert moved('pfcon_staged_files_total{storage="zipfile"}') == len(files) + 1
     assert moved(bytes_key) == staged
-    # each job created while its upload arrived, then started (ADR 23)
-    for operation in ("create", "start"):
-        key = 'pfcon_backend_call_duration_seconds_count{backend="docker",operation="%s",port="compute"}' % operation
-        assert moved(key) == 2
-    assert moved('pfcon_backend_call_duration_seconds_count{backend="docker",operation="schedule",port="compute"}') == 0
+    assert moved('pfcon_backend_call_duration_seconds_count{backend="docker",operation="schedule",port="compute"}') == 2
     assert moved('pfcon_backend_call_duration_seconds_count{backend="docker",operation="remove",port="compute"}') == 2
     assert not [k for k, v in after.items() if k.startswith("pfcon_backend_errors_total") and v]
     assert after["pfcon_uploads_in_flight"] == 0
@@ -137,7 +133,7 @@ def test_tracing_from_the_standard_variables_puts_trace_ids_in_the_logs(docker_c
     submit = next(line for line in requests_logged if line["method"] == "POST")
     # the console exporter printed the spans of that request: same trace, staging and scheduling inside
     assert f'"trace_id": "0x{submit["trace_id"]}"' in text
-    assert '"name": "storage.stage_into"' in text and '"name": "compute.start"' in text
+    assert '"name": "storage.stage"' in text and '"name": "compute.schedule"' in text
     assert '"service.name": "pfcon-it"' in text
     assert '"pfcon.job_id": "%s"' % job in text
 

@@ -142,10 +142,9 @@ def test_backend_errors_are_counted_by_class_and_the_request_by_status(observed_
     assert api.submit("chris-jid-2").status_code == 503
     api.compute.fail_next_schedule = RuntimeError("boom")
     assert api.submit("chris-jid-3").status_code == 500
-    # the job is created while its upload arrives (ADR 23): the create is what failed
-    assert value(t, "pfcon_backend_errors_total", port="compute", backend="docker", operation="create",
+    assert value(t, "pfcon_backend_errors_total", port="compute", backend="docker", operation="schedule",
                  error="BackendUnavailable") == 1  # fmt: skip
-    assert value(t, "pfcon_backend_errors_total", port="compute", backend="docker", operation="create",
+    assert value(t, "pfcon_backend_errors_total", port="compute", backend="docker", operation="schedule",
                  error="internal") == 1  # fmt: skip
     assert value(t, "pfcon_jobs_submitted_total", scheduler="docker", kind="plugin") == 0
     assert value(t, "pfcon_http_requests_total", route="/api/v1/jobs", method="POST", status="503") == 1
@@ -362,15 +361,35 @@ def test_a_request_span_parents_the_staging_and_backend_spans(observed_api: Any,
     assert request.attributes["pfcon.scheduler"] == "docker"
     assert request.attributes["http.response.status_code"] == 201
     assert request.attributes["http.route"] == "/api/v1/jobs"
-    # created while the upload arrived, started once it was staged (ADR 23)
-    stage, create, start = by_name["storage.stage_into"], by_name["compute.create"], by_name["compute.start"]
-    for child in (stage, create, start, by_name["compute.check"], by_name["storage.receive"], by_name["storage.reserve"]):
+    stage, schedule = by_name["storage.stage"], by_name["compute.schedule"]
+    for child in (stage, schedule, by_name["compute.check"], by_name["storage.receive"]):
         assert child.parent is not None and child.parent.span_id == request.context.span_id
         assert child.context.trace_id == request.context.trace_id
     assert stage.attributes["pfcon.job_id"] == "chris-jid-7" and stage.attributes["pfcon.storage"] == "zipfile"
+    assert schedule.attributes["pfcon.job_id"] == "chris-jid-7" and schedule.attributes["pfcon.scheduler"] == "docker"
+
+
+def test_a_prepared_submission_traces_create_staging_and_start(observed_api: Any, spans: Any, monkeypatch: Any) -> None:
+    """A POST whose job is created while its upload arrives (ADR 23; here for any size)."""
+    from pfcon.entrypoints.http import v5
+
+    monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 0)
+    t = telemetry(exporter=spans)
+    api, _ = observed_api(t)
+    spans.clear()
+    assert api.submit("chris-jid-12").status_code == 201
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    request = by_name["POST /api/v1/jobs"]
+    stage, create, start = by_name["storage.stage_into"], by_name["compute.create"], by_name["compute.start"]
+    for child in (stage, create, start, by_name["storage.reserve"], by_name["storage.receive"]):
+        assert child.parent is not None and child.parent.span_id == request.context.span_id
+    assert stage.attributes["pfcon.job_id"] == "chris-jid-12" and stage.attributes["pfcon.storage"] == "zipfile"
     for span in (create, start):
-        assert span.attributes["pfcon.job_id"] == "chris-jid-7" and span.attributes["pfcon.scheduler"] == "docker"
+        assert span.attributes["pfcon.job_id"] == "chris-jid-12" and span.attributes["pfcon.scheduler"] == "docker"
     assert create.start_time < stage.start_time < start.start_time
+    assert "compute.schedule" not in by_name and "storage.stage" not in by_name
+    assert value(t, "pfcon_jobs_submitted_total", scheduler="docker", kind="plugin") == 1
+    assert value(t, "pfcon_staged_files_total", storage="zipfile") == 1
 
 
 def test_a_traceparent_header_continues_the_callers_trace(observed_api: Any, spans: Any) -> None:
@@ -396,7 +415,7 @@ def test_a_backend_failure_marks_its_span_and_a_missing_job_does_not(observed_ap
     assert api.submit("chris-jid-9").status_code == 503
     assert api.get("/jobs/chris-jid-none/").status_code == 404
     by_name = {s.name: s for s in spans.get_finished_spans()}
-    assert by_name["compute.create"].status.status_code is StatusCode.ERROR
+    assert by_name["compute.schedule"].status.status_code is StatusCode.ERROR
     assert by_name["compute.state"].status.status_code is not StatusCode.ERROR
     assert by_name["compute.state"].attributes["error.type"] == "JobNotFound"
     assert by_name["POST /api/v1/jobs"].status.status_code is StatusCode.ERROR
@@ -469,7 +488,7 @@ def test_tracing_works_with_metrics_disabled(observed_api: Any, spans: Any) -> N
     api, _ = observed_api(t, METRICS_ENABLED="false")
     spans.clear()
     assert api.submit("chris-jid-11").status_code == 201
-    assert {"POST /api/v1/jobs", "storage.stage_into", "compute.start"} <= {s.name for s in spans.get_finished_spans()}
+    assert {"POST /api/v1/jobs", "storage.stage", "compute.schedule"} <= {s.name for s in spans.get_finished_spans()}
     assert api.client.get("/metrics").status_code == 404
 
 

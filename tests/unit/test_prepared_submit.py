@@ -7,6 +7,8 @@ import os
 import threading
 from typing import Any
 
+import pytest
+
 from pfcon.adapters.compute.fake import FakeCompute
 from pfcon.domain import errors as E
 from pfcon.domain.model import ContainerJob
@@ -14,6 +16,14 @@ from pfcon.domain.model import ContainerJob
 from ..conftest import API, Api, job_form, make_zip, tree
 
 BOUNDARY = "pfcon-test-boundary"
+
+
+@pytest.fixture(autouse=True)
+def prepare_any_size(monkeypatch: Any) -> None:
+    """The tests' bodies are small: prepare them all the same (the threshold has its own test)."""
+    from pfcon.entrypoints.http import v5
+
+    monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 0)
 
 
 def body(parts: list[tuple[str, bytes]]) -> bytes:
@@ -221,3 +231,18 @@ def test_a_restart_after_a_crash_mid_upload_removes_the_prepared_job_and_its_are
     other = JobService(compute, ZipFileStorage(StoreBase(root)), ServerInfo("t", False, "zipfile", "docker", "host"))
     assert other.recover() == ["chris-jid-1"]
     assert compute.jobs == {} and os.listdir(root) == []
+
+
+def test_only_a_body_large_enough_is_prepared(app_factory: Any, storebase: str, monkeypatch: Any) -> None:
+    """A tiny body arrives at once and would gain nothing: the ordinary path (schedule
+    after staging); from PREPARE_MIN_BYTES on, the job is created while it arrives."""
+    from pfcon.entrypoints.http import v5
+
+    monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 64 * 1024)
+    compute = RecordingCompute(storebase)
+    api = app_factory(compute=compute)
+    assert post(api, [*fields("chris-jid-1"), ("data_file", make_zip({"a.txt": "a"}))]).status_code == 201
+    assert compute.calls == [("create", True), ("start", True)]
+    big = make_zip({"b.bin": os.urandom(100 * 1024)})
+    assert post(api, [*fields("chris-jid-2"), ("data_file", big)]).status_code == 201
+    assert compute.calls[2:] == [("create", False), ("start", True)]

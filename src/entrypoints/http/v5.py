@@ -95,6 +95,19 @@ async def read_job_form(
         )
 
 
+# Bodies smaller than this take the ordinary path: the job is prepared while its upload
+# arrives only when the upload takes longer to receive than the preparation's own extra
+# work (measured, ADR 23: a tiny body arrives in one piece and gains nothing, while a
+# 2 MiB body of 500 files hides the engine's 15-30 ms create behind its extraction).
+# A body of unknown length (chunked) is prepared.
+PREPARE_MIN_BYTES = 256 * 1024
+
+
+def worth_preparing(request: Request[Any, Any, Any]) -> bool:
+    length = request.headers.get("content-length")
+    return length is None or not length.isdigit() or int(length) >= PREPARE_MIN_BYTES
+
+
 class Preparation:
     """The job of a POST created on the scheduler while its upload is still arriving (ADR 23).
 
@@ -165,7 +178,8 @@ async def submit_job(request: Request[Any, Any, Any], state: State) -> SubmitBod
         async with anyio.create_task_group() as tg:
             preparation.task_group = tg
             try:
-                form = await read_job_form(request, uploads, jobs, preparation.begin)
+                begin = preparation.begin if worth_preparing(request) else None
+                form = await read_job_form(request, uploads, jobs, begin)
             except Exception as e:  # noqa: BLE001 - raised once the preparation has ended
                 failure = e
         # here the preparation, if any, has ended
