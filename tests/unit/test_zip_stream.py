@@ -729,3 +729,23 @@ def test_an_adoption_under_a_taken_id_leaves_the_area_to_its_request(tmp_path: P
     assert second.pending
     second.discard()
     assert sorted(os.listdir(storebase.root)) == ["key-jid-1"]
+
+
+def test_a_reserved_area_deleted_before_its_input_came_is_a_conflict(tmp_path: Path) -> None:
+    """A DELETE of the job while its upload arrived (ADR 23): 409, and the upload is left
+    to its request, which discards it."""
+    from pfcon.domain.errors import JobConflict
+    from pfcon.domain.ports import StagingRequest
+
+    storebase = StoreBase(str(tmp_path / "sb"))
+    storage = ZipFileStorage(storebase)
+    area = storage.reserve("jid-1")
+    assert tree(storebase.key_dir("jid-1")) == [".staging", "incoming", "outgoing"]
+    received = storage.receive(reader(build({"a": b"a"})))
+    storebase.delete("jid-1")
+    with pytest.raises(JobConflict):
+        storage.stage_into(area, StagingRequest(received=received))
+    storage.release(area)
+    assert received.pending
+    received.discard()
+    assert os.listdir(storebase.root) == []

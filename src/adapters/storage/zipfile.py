@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, StorageFull
+from ...domain.errors import InputTooLarge, InvalidInputData, InvalidJobSpec, JobConflict, StorageFull
 from ...domain.model import OutputFile, OutputListing, StagedData, path_length_problem
 from ...domain.ports import ReceivedInput, ReservedArea, StagingRequest, ZipStream
 from .chrislink import expand_links
@@ -396,7 +396,12 @@ class ZipFileStorage:
         if not isinstance(received, ReceivedZip) or not received.id:
             raise TypeError("not an upload this storage received")
         incoming = self.storebase.incoming(area.jid)
-        os.rename(received.incoming, incoming)
+        try:
+            os.rename(received.incoming, incoming)
+        except FileNotFoundError:
+            if os.path.isdir(received.incoming):  # the reserved area is gone: a DELETE came first
+                raise JobConflict(f"job '{area.jid}' was deleted while its input was being received") from None
+            raise
         expanded = expand_links(incoming) if received.links != 0 else 0
         area.staged()
         with contextlib.suppress(OSError):
