@@ -402,8 +402,10 @@ launch() {
     # shellcheck disable=SC2086,SC2016
     spawn_detached / "$LOG_DIR/$name.out" \
         "${CLEAN_ENV[@]}" /bin/bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" $cmd
+    # Until the wrapper has exec'd the program (its PID file is written just before the
+    # exec, so a loaded machine can show the PID still running bash): up to 15 s.
     local i
-    for ((i = 0; i < 50; i++)); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.05; done
+    for ((i = 0; i < 300; i++)); do our_pid "$name" >/dev/null && break; sleep 0.05; done
     our_pid "$name" >/dev/null || { tail -5 "$LOG_DIR/$name.out" >&2 || true; die "$name did not start (see $LOG_DIR/$name.out)"; }
     log "started $name (pid $(<"$RUN_DIR/$name.pid"))"
 }
