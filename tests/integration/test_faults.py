@@ -338,14 +338,22 @@ def _reserved_and_created(server: Server, job: str, docker_client: Any) -> None:
 
 
 def _dead_areas(server: Server, job: str, docker_client: Any) -> list[str]:
-    """After a SIGKILL mid-upload: the partial upload area and the job's reserved area are
-    still there, their staging markers left behind (nobody holds them now), and so is
-    the job's container, created and never started."""
+    """After a SIGKILL mid-upload: the partial upload area is still there, its staging
+    marker left behind (nobody holds it now). The job's preparation ran beside the upload
+    (ADR 23), so the kill may have come before, during or after it: whatever it made —
+    the reserved ``key-<jid>/`` (marker, empty incoming) and the container, never
+    started — is left too."""
     areas = upload_areas(server.storebase)
     assert len(areas) == 1, areas
     assert os.path.exists(os.path.join(server.storebase, areas[0], STAGING_MARKER))
-    _reserved_and_created(server, job, docker_client)
-    return [*areas, f"key-{job}"]
+    area = os.path.join(server.storebase, f"key-{job}")
+    if os.path.isdir(area):
+        assert STAGING_MARKER in os.listdir(area)
+        assert not os.path.isdir(os.path.join(area, "incoming")) or os.listdir(os.path.join(area, "incoming")) == []
+        areas = [*areas, f"key-{job}"]
+    for container in docker_client.containers.list(all=True, filters={"name": f"^{job}$"}):
+        assert container.status == "created"
+    return areas
 
 
 def _restart_checks(old: Server, tmp: Any, job: str, areas: list[str], docker_client: Any) -> Server:
