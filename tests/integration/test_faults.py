@@ -774,15 +774,18 @@ def _engine_up(docker_client: Any) -> bool:
 
 
 def _restart_engine(docker_client: Any) -> None:
-    """Start the engine again; dockerd may take long (it cleans up after every removed
-    container at startup), longer than the script waits: then wait for it here."""
+    """Start the engine again; dockerd may take long (at startup it removes the stale
+    network sandbox of every container removed since it last started, ~0.1 s each: a
+    machine that ran thousands of containers waits minutes), longer than the script
+    waits: then wait for it here, up to 15 minutes (the server's behaviour is under test,
+    not dockerd's start-up time)."""
     if _engine_up(docker_client):
         return
     started = time.monotonic()
     try:
         script("docker-engine.sh", "start", timeout=180)
     finally:
-        wait_for(lambda: _engine_up(docker_client), 180, "the Docker engine to come back", interval=0.5)
+        wait_for(lambda: _engine_up(docker_client), 900, "the Docker engine to come back", interval=0.5)
         record("docker.start_seconds", time.monotonic() - started)
 
 
