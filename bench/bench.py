@@ -648,46 +648,75 @@ class Bench:
         r.add("e2e", "  engine create+start+wait(exit) median", e["p50"], "ms")
 
     # -- section 4: 20 concurrent jobs ----------------------------------------------------------
+    # The engine's own burst and the server's alternate engine, server, server, engine, ...
+    # (ABBA: a drift of the engine's speed during the section lands on both alike); each
+    # pair's ratio is taken, and the verdict uses the median pair.
+    BURST_ORDER = ("engine", "server", "server", "engine", "engine", "server", "server", "engine")
+
     def sec_concurrent(self) -> None:
         n = self.n(20, 5)
+        order = self.BURST_ORDER[:2] if self.quick else self.BURST_ORDER
         payload = tiny_zip()
         mdir = self.engine_dir()
-        # reference: the engine alone, n create+start from n threads
-        names = [f"{self.prefix}engine-conc-{i}" for i in range(n)]
-        try:
-            eng_wall, eng_lat = self._burst(n, lambda i: self.engine_create_start(names[i], ["sh", "-c", "true"], mdir))
-        finally:
-            self.remove_containers(names)
-        time.sleep(1)
         srv = self.server()
-        jids = [self.jid("conc") for _ in range(n)]
-        try:
-            sub_wall, lat = self._burst(
-                n, lambda i: Client(srv.api, srv.token).submit_job(jids[i], descriptors(), payload,
-                                                                   timeout=REQUEST_TIMEOUT))
-            t_start = self._burst_t0
-            seen = self.wait_terminal(jids, poll=0.02)
-            all_done = max(seen.values()) - t_start
-        finally:
-            self.delete_jobs(jids)
-        sub_rate = n / sub_wall
+        engine_runs: list[tuple[float, list[float]]] = []
+        server_runs: list[tuple[float, list[float], float]] = []
+        for k, who in enumerate(order):
+            time.sleep(1)  # the previous burst's removals settle
+            if who == "engine":
+                names = [f"{self.prefix}engine-conc{k}-{i}" for i in range(n)]
+                try:
+                    engine_runs.append(self._burst(
+                        n, lambda i: self.engine_create_start(names[i], ["sh", "-c", "true"], mdir)))
+                finally:
+                    self.remove_containers(names)
+                continue
+            jids = [self.jid(f"conc{k}") for _ in range(n)]
+            try:
+                wall, lat = self._burst(
+                    n, lambda i: Client(srv.api, srv.token).submit_job(jids[i], descriptors(), payload,
+                                                                       timeout=REQUEST_TIMEOUT))
+                t_start = self._burst_t0
+                seen = self.wait_terminal(jids, poll=0.02)
+                server_runs.append((wall, lat, max(seen.values()) - t_start))
+            finally:
+                self.delete_jobs(jids)
+        # pairs in the order they ran: (engine, server) of each ABBA half
+        pairs = list(zip(engine_runs, server_runs))
+        ratios = sorted((ew / sw, pct(sl, 50) - pct(el, 50)) for (ew, el), (sw, sl, _) in pairs)
+        rate_ratio = statistics.median(r for r, _ in ratios)
+        p50_over = statistics.median(d for _, d in ratios)
+        eng_wall = statistics.median(w for w, _ in engine_runs)
+        sub_wall = statistics.median(w for w, _, _ in server_runs)
+        all_done = statistics.median(d for _, _, d in server_runs)
+        eng_lat = [x for _, lat in engine_runs for x in lat]
+        lat = [x for _, lat, _ in server_runs for x in lat]
         self.results.details["concurrent"] = {
-            "n": n, "submit_wall_s": sub_wall, "submit_latency_ms": summary(lat),
-            "all_finished_s": all_done, "engine_wall_s": eng_wall, "engine_latency_ms": summary(eng_lat),
+            "n": n, "order": list(order),
+            "engine_bursts": [{"wall_s": w, "latency_ms": summary(el)} for w, el in engine_runs],
+            "server_bursts": [{"wall_s": w, "latency_ms": summary(sl), "all_finished_s": d}
+                              for w, sl, d in server_runs],
+            "submit_wall_s": sub_wall, "submit_latency_ms": summary(lat), "all_finished_s": all_done,
+            "engine_wall_s": eng_wall, "engine_latency_ms": summary(eng_lat),
+            "pair_rate_ratios": [r for r, _ in ratios], "pair_p50_over_engine_ms": [d for _, d in ratios],
         }
         r = self.results
-        eng_rate = n / eng_wall
-        r.add("concurrent", f"engine alone: {n} concurrent create+start", eng_rate, "containers/s")
-        r.add("concurrent", f"{n} concurrent POSTs: submission rate", sub_rate, "jobs/s", target=">= 10 jobs/s",
-              ok=sub_rate >= 10)
-        r.add("concurrent", f"{n} concurrent POSTs: rate / engine's own rate", sub_rate / eng_rate, "x",
-              target=">= 0.95x", ok=sub_rate >= 0.95 * eng_rate)
+        bursts = f"{len(pairs)} pair{'s' if len(pairs) != 1 else ''} of bursts, engine and server alternating ABBA"
+        r.add("concurrent", f"engine alone: {n} concurrent create+start (median burst)", n / eng_wall,
+              "containers/s")
+        r.add("concurrent", f"{n} concurrent POSTs: submission rate (median burst)", n / sub_wall, "jobs/s",
+              target=">= 10 jobs/s", ok=n / sub_wall >= 10)
+        r.add("concurrent", f"{n} concurrent POSTs: rate / engine's own rate, median pair", rate_ratio, "x",
+              target=">= 0.95x", ok=rate_ratio >= 0.95,
+              note=f"{bursts}; pairs: " + ", ".join(f"{x:.2f}" for x, _ in ratios))
         e50, p50 = pct(eng_lat, 50), pct(lat, 50)
-        r.add("concurrent", "  engine alone: create+start p50 in the burst", e50, "ms")
-        r.add("concurrent", f"{n} concurrent POSTs (pfconclient): p50 in the burst", p50, "ms",
-              target=f"<= engine p50 + 20 ms ({e50 + 20:.0f} ms)", ok=p50 <= e50 + 20)
-        r.add("concurrent", "  slowest single POST in the burst", max(lat), "ms")
-        r.add("concurrent", f"{n} jobs submitted -> all finished", n / all_done, "jobs/s",
+        r.add("concurrent", "  engine alone: create+start p50 over its bursts", e50, "ms")
+        r.add("concurrent", f"{n} concurrent POSTs (pfconclient): p50 over their bursts", p50, "ms")
+        r.add("concurrent", f"{n} concurrent POSTs: p50 minus the engine's p50 in its burst, median pair",
+              p50_over, "ms", target="<= +20 ms", ok=p50_over <= 20,
+              note="pairs: " + ", ".join(f"{d:+.0f}" for _, d in ratios))
+        r.add("concurrent", "  slowest single POST in any burst", max(lat), "ms")
+        r.add("concurrent", f"{n} jobs submitted -> all finished (median burst)", n / all_done, "jobs/s",
               note=f"{all_done:.2f} s for {n} jobs")
 
     _burst_t0 = 0.0

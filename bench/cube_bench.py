@@ -121,10 +121,16 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def interleaved(rounds: int, calls: dict[str, Callable[[], Any]], warm: int = 5) -> dict[str, list[float]]:
     """Call each of ``calls`` once per round, in turn (neighbour noise hits every series
-    alike); return the latencies (ms) per name. ``warm`` rounds first, not recorded."""
+    alike); return the latencies (ms) per name. ``warm`` rounds first, not recorded.
+
+    The order turns by one call each round, so that no series always comes right after
+    the same other one (e.g. a POST always right after the engine's own container, which
+    exits at once, was started)."""
     out: dict[str, list[float]] = {name: [] for name in calls}
+    items = list(calls.items())
     for i in range(warm + rounds):
-        for name, fn in calls.items():
+        k = i % len(items)
+        for name, fn in items[k:] + items[:k]:
             t = timed(fn)
             if i >= warm:
                 out[name].append(t)

@@ -43,11 +43,14 @@ def test_big_zip_holds_one_file_of_the_size():
         assert z.testzip() is None
 
 
-def test_interleaved_calls_each_in_turn_and_drops_warmups():
+def test_interleaved_calls_each_once_a_round_turning_the_order_and_drops_warmups():
     calls: list[str] = []
-    out = cube_bench.interleaved(3, {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warm=2)
-    assert calls == ["a", "b"] * 5
-    assert [len(v) for v in out.values()] == [3, 3]
+    out = cube_bench.interleaved(
+        4, {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}, warm=2
+    )
+    rounds = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert [len(v) for v in out.values()] == [4, 4, 4]
     assert all(t >= 0 for v in out.values() for t in v)
 
 
