@@ -283,3 +283,79 @@ def test_listing_with_ignore_limits_has_no_resources(run: Any, engine: Any, stor
     [summary] = compute.list_jobs(instance)
     assert summary.name == name and summary.resources is None
     assert summary.created.endswith("Z")
+
+
+def test_a_jobs_engine_calls_reuse_keep_alive_connections(
+    engine: Any, storebase: str, no_stray_engine_containers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create, start, inspect, logs and removal of several jobs go over one keep-alive
+    connection to the engine: docker-py's own transport opens a new one for every URL it
+    has not seen lately, i.e. for nearly every call about a new container."""
+    from docker.transport import unixconn
+
+    compute = make_compute(engine, storebase)  # the event view is off: only these calls connect
+    connects: list[str] = []
+    original = unixconn.UnixHTTPConnection.connect
+
+    def connect(self: Any) -> None:
+        connects.append(self.unix_socket)
+        original(self)
+
+    monkeypatch.setattr(unixconn.UnixHTTPConnection, "connect", connect)
+    names = [unique("conn") for _ in range(3)]
+    try:
+        for name in names:
+            compute.schedule(
+                ContainerJob(
+                    name=name,
+                    image=TEST_IMAGE,
+                    command=("sh", "-c", "echo hello"),
+                    env=(),
+                    resources=Resources(1, 500, 64, 0),
+                    mounts=(),
+                    labels={"org.chrisproject.job_type": "plugin"},
+                )
+            )
+            EngineDriver().settle(compute, name)
+            assert compute.state(name, 100).logs == "hello\n"
+    finally:
+        for name in names:
+            compute.remove(name)
+    assert len(connects) <= 1, f"{len(connects)} connections opened for {len(names)} jobs' calls"
+
+
+@pytest.mark.parametrize("status_view", [False, True])
+def test_a_job_id_is_never_taken_for_another_containers_id_prefix(
+    engine: Any, storebase: str, no_stray_engine_containers: None, status_view: bool
+) -> None:
+    """The engine finds a container by an id prefix when no container has the name asked
+    for: a job id such as "a1" or "0" must never reach another container — not its
+    status or logs, not a cancel, not a DELETE — and an id prefix several containers
+    share is a job that does not exist (404), not an engine failure (503)."""
+    compute = make_compute(engine, storebase, status_view=status_view)
+    others: list[str] = []
+    try:
+        # 17 containers: two of them share the first hex digit of their id
+        for _ in range(17):
+            created = engine.api.create_container(TEST_IMAGE, ["sleep", "60"], name=unique("other"))
+            others.append(created["Id"])
+        engine.api.start(others[0])
+        by_digit: dict[str, int] = {}
+        for cid in others:
+            by_digit[cid[0]] = by_digit.get(cid[0], 0) + 1
+        shared = next(digit for digit, count in by_digit.items() if count > 1)
+        for prefix in (others[0][:12], shared):
+            with pytest.raises(JobNotFound):
+                compute.info(prefix)
+            with pytest.raises(JobNotFound):
+                compute.state(prefix, 100)
+            with pytest.raises(JobNotFound):
+                compute.cancel(prefix)
+            with pytest.raises(JobNotFound):
+                compute.remove(prefix)
+        assert engine.api.inspect_container(others[0])["State"]["Running"]
+        assert {c["Id"] for c in engine.api.containers(all=True)} >= set(others)
+    finally:
+        compute.close()
+        for cid in others:
+            engine.api.remove_container(cid, force=True)

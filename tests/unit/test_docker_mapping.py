@@ -235,7 +235,11 @@ def test_remove_retries_an_engine_that_fails_to_stop_an_exiting_container() -> N
         def __init__(self, failures: int) -> None:
             self.failures, self.calls = failures, 0
 
+        def inspect_container(self, name: str) -> dict[str, str]:
+            return {"Id": f"id-of-{name}", "Name": f"/{name}"}
+
         def remove_container(self, name: str, force: bool) -> None:
+            assert name == "id-of-j"  # by the id of the container of that very name
             self.calls += 1
             if self.calls <= self.failures:
                 response = requests.models.Response()
@@ -324,3 +328,58 @@ def test_an_image_found_present_is_not_looked_up_again_and_its_removal_is_still_
     clock[0] += module.IMAGE_SEEN_SECONDS + 1
     compute.check("local/present:1", resources)
     assert len(api.inspected) == seen + 1  # looked up again once the window has passed
+
+
+def test_a_container_the_engine_finds_by_an_id_prefix_is_not_the_job() -> None:
+    """With no container of the name asked for, the engine answers with a container whose
+    id starts with it (or 500 when several do): the job does not exist, and nothing of
+    that other container is read, stopped or removed."""
+    import docker.errors
+    import requests
+
+    from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
+    from pfcon.domain.errors import JobNotFound
+
+    class Api:
+        def __init__(self, ambiguous: bool) -> None:
+            self.ambiguous = ambiguous
+            self.changed: list[str] = []
+
+        def inspect_container(self, ref: str) -> dict[str, Any]:
+            if self.ambiguous:
+                response = requests.models.Response()
+                response.status_code, response.url, response.reason = 500, "http://engine/containers/a/json", "Error"
+                raise docker.errors.APIError(
+                    "500 Server Error", response=response, explanation=f"Multiple IDs found with provided prefix: {ref}"
+                )
+            return {"Id": "a1b2c3" + "0" * 58, "Name": "/someone-elses", "State": {"Status": "running", "Running": True}}
+
+        def logs(self, ref: str, **kw: Any) -> bytes:
+            return b"secret\n"
+
+        def stop(self, ref: str, **kw: Any) -> None:
+            self.changed.append(f"stop {ref}")
+
+        def remove_container(self, ref: str, force: bool = False) -> None:
+            self.changed.append(f"remove {ref}")
+
+    class Client:
+        def __init__(self, api: Api) -> None:
+            self.api = api
+
+    for ambiguous in (False, True):
+        api = Api(ambiguous)
+        compute = DockerCompute(Client(api), DockerOptions(storebase="/s", status_view=False))  # type: ignore[arg-type]
+        for call in (
+            lambda: compute.info("a1"),
+            lambda: compute.state("a1", 10),
+            lambda: compute.cancel("a1"),
+            lambda: compute.remove("a1"),
+        ):
+            try:
+                call()
+            except JobNotFound:
+                pass
+            else:
+                raise AssertionError("a container of another name is not the job")
+        assert api.changed == []

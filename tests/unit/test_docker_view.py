@@ -390,21 +390,29 @@ class FakeEngine(EngineEvents):
     def _count(self, call: str) -> None:
         self.counts[call] = self.counts.get(call, 0) + 1
 
-    def inspect_container(self, name: str) -> dict[str, Any]:
+    def _name_of(self, ref: str) -> str:
+        """The name of the container ``ref`` names or identifies (the engine takes both)."""
+        if ref in self.attrs:
+            return ref
+        for name, attrs in self.attrs.items():
+            if attrs["Id"] == ref:
+                return name
+        import docker.errors
+
+        raise docker.errors.NotFound("no such container")
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
         self._count("inspect")
         if self.down:
             raise requests.exceptions.ConnectionError("refused")
-        if name not in self.attrs:
-            import docker.errors
+        name = self._name_of(ref)
+        return {**self.attrs[name], "Name": f"/{name}"}
 
-            raise docker.errors.NotFound("no such container")
-        return self.attrs[name]
-
-    def logs(self, name: str, **kw: Any) -> bytes:
+    def logs(self, ref: str, **kw: Any) -> bytes:
         self._count("logs")
         if self.down:
             raise requests.exceptions.ConnectionError("refused")
-        lines = self.log_text.get(name, "").splitlines(keepends=True)
+        lines = self.log_text.get(self._name_of(ref), "").splitlines(keepends=True)
         return "".join(lines[-kw["tail"] :] if kw["tail"] else []).encode()
 
     def create_host_config(self, **kw: Any) -> dict[str, Any]:
@@ -419,8 +427,9 @@ class FakeEngine(EngineEvents):
     def start(self, name: str) -> None:
         self.set_state(name, "running")
 
-    def remove_container(self, name: str, force: bool = False) -> None:
+    def remove_container(self, ref: str, force: bool = False) -> None:
         self._count("remove")
+        name = self._name_of(ref)
         cid = self.attrs.pop(name)["Id"]
         self.emit("destroy", name, cid)
 

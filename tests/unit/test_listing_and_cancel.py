@@ -156,6 +156,7 @@ class Engine:
         code = 0 if "(0)" in c["Status"] else 1
         return {
             "Id": c["Id"],
+            "Name": next(f"/{name}" for name, x in self.containers_by_name.items() if x is c),
             "Created": iso_utc(c["Created"]).replace("000Z", "123Z"),
             "Config": {"Image": c["Image"], "Cmd": ["true"], "Labels": c["Labels"]},
             "State": {"Status": c["State"], "Running": c["State"] == "running", "ExitCode": code,

@@ -20,6 +20,7 @@ import docker.types
 import requests.exceptions
 
 from .docker_view import EXITED, RUNNING, ContainerView, Final, labels_match
+from .engine_connections import share_engine_connections
 from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
 from ...domain.errors import (
@@ -249,6 +250,21 @@ def _is_exit_race(error: docker.errors.APIError) -> bool:
     return error.status_code == 500 and "no such process" in str(error.explanation or "")
 
 
+def _is_ambiguous(error: docker.errors.APIError) -> bool:
+    # A name no container has, which the engine then took for the prefix of several
+    # container ids: Docker 500 "Multiple IDs found with provided prefix: …", Podman
+    # "more than one result for container …".
+    text = str(error.explanation or "").lower()
+    return "multiple ids found" in text or "more than one result" in text
+
+
+def _is_named(attrs: Mapping[str, Any], name: str) -> bool:
+    """Whether an inspect shows the container called ``name`` (Docker and Podman show the
+    name with a leading slash). The engine also finds a container by its id or an id
+    prefix when no container has the name asked for: that one is not the job."""
+    return str(attrs.get("Name") or "").lstrip("/") == name
+
+
 def _is_gpu_error(error: docker.errors.APIError) -> bool:
     text = str(error).lower()
     return "device driver" in text or "gpu" in text or "nvidia" in text
@@ -260,6 +276,7 @@ class DockerCompute:
     def __init__(self, client: docker.DockerClient, options: DockerOptions, *, start: bool = True) -> None:
         self.client = client
         self.api = client.api
+        share_engine_connections(self.api)  # one keep-alive pool for every container's URLs
         self.options = options
         self.capabilities = options.capabilities
         self.marks = CancelMarks(options.state_dir)
@@ -563,27 +580,35 @@ class DockerCompute:
         return bool((attrs.get("HostConfig") or {}).get("DeviceRequests"))
 
     def _discard(self, name: str) -> None:
-        with contextlib.suppress(*ENGINE_ERRORS):
-            self.api.remove_container(name, force=True)
+        # by the id of the container of that very name, never a container an id prefix finds
+        with contextlib.suppress(JobNotFound, BackendUnavailable, *ENGINE_ERRORS):
+            self.api.remove_container(str(self._inspect(name).get("Id") or name), force=True)
         if self.view is not None:
             self.view.forget(name)
 
     # -- observe ----------------------------------------------------------
     def _inspect(self, name: str) -> dict[str, Any]:
+        """The container called ``name``: JobNotFound when there is none, even where the
+        engine would answer with another container whose id starts with ``name``."""
         attempts = 3
         while True:
             attempts -= 1
             try:
-                return self.api.inspect_container(name)  # type: ignore[no-any-return]
+                attrs: dict[str, Any] = self.api.inspect_container(name)
             except docker.errors.NotFound as e:
                 raise JobNotFound(name, str(e)) from None
             except docker.errors.APIError as e:
+                if _is_ambiguous(e):  # no container has the name (a name is matched first)
+                    raise JobNotFound(name, f"no container named {name}") from None
                 if attempts and _is_exit_race(e):
                     time.sleep(0.05)
                     continue
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
             except ENGINE_ERRORS as e:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+            if not _is_named(attrs, name):
+                raise JobNotFound(name, f"no container named {name}")
+            return attrs
 
     def _observe(self, name: str) -> tuple[dict[str, Any], JobInfo]:
         """Inspect ``name``, and tell the view what the engine showed."""
@@ -603,9 +628,10 @@ class DockerCompute:
         attrs, info = self._observe(name)
         return self._as_marked(name, attrs.get("Id"), info)
 
-    def _logs(self, name: str, log_tail: int) -> str:
+    def _logs(self, cid: str, name: str, log_tail: int) -> str:
+        """The logs of the container ``cid`` (its id: a name could be taken for an id prefix)."""
         try:
-            raw = self.api.logs(name, stdout=True, stderr=True, tail=log_tail)
+            raw = self.api.logs(cid, stdout=True, stderr=True, tail=log_tail)
         except docker.errors.NotFound as e:
             raise JobNotFound(name, str(e)) from None
         except ENGINE_ERRORS as e:
@@ -633,9 +659,9 @@ class DockerCompute:
                 if logs is not None:
                     return JobState(self._as_marked(name, record.id, record.final.info), logs)
             elif record.phase == RUNNING and record.running is not None:
-                return JobState(self._as_marked(name, record.id, record.running), self._logs(name, log_tail))
+                return JobState(self._as_marked(name, record.id, record.running), self._logs(record.id, name, log_tail))
         attrs, info = self._observe(name)
-        logs = self._logs(name, log_tail)
+        logs = self._logs(str(attrs.get("Id") or name), name, log_tail)
         if view is not None and (attrs.get("State") or {}).get("Status") in ("exited", "dead"):
             # exited before the logs were read: they are final (not Podman's transient "stopped")
             record = view.get(name)
@@ -645,9 +671,18 @@ class DockerCompute:
         return JobState(self._as_marked(name, attrs.get("Id"), info), logs)
 
     def remove(self, name: str) -> None:
+        # By id, once the container of that very name is found: the engine would remove
+        # whatever container an id prefix matches when no container has the name.
+        try:
+            cid = str(self._inspect(name).get("Id") or name)
+        except JobNotFound:
+            if self.view is not None:
+                self.view.forget(name, destroyed=True)
+            self.marks.clear(name)
+            raise
         for attempt in range(REMOVE_ATTEMPTS):
             try:
-                self.api.remove_container(name, force=True)
+                self.api.remove_container(cid, force=True)
                 break
             except docker.errors.NotFound as e:
                 if self.view is not None:

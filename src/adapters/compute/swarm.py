@@ -22,6 +22,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from .engine_connections import share_engine_connections
 from .docker import ENGINE_ERRORS, decode_logs
 from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
@@ -268,6 +269,7 @@ class SwarmCompute:
     def __init__(self, client: docker.DockerClient, options: SwarmOptions) -> None:
         self.client = client
         self.api = client.api
+        share_engine_connections(self.api)  # one keep-alive pool for every service's URLs
         self.options = options
         self.capabilities = options.capabilities
 
