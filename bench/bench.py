@@ -650,8 +650,9 @@ class Bench:
     # -- section 4: 20 concurrent jobs ----------------------------------------------------------
     # The engine's own burst and the server's alternate engine, server, server, engine, ...
     # (ABBA: a drift of the engine's speed during the section lands on both alike); each
-    # pair's ratio is taken, and the verdict uses the median pair.
-    BURST_ORDER = ("engine", "server", "server", "engine", "engine", "server", "server", "engine")
+    # pair's ratio is taken, and the verdict uses the median pair. Six pairs: one pair's
+    # ratio moves between 0.65x and 1.47x on this machine (docs/performance.md, run 6).
+    BURST_ORDER = ("engine", "server", "server", "engine") * 3
 
     def sec_concurrent(self) -> None:
         n = self.n(20, 5)
