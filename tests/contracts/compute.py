@@ -65,7 +65,8 @@ class ComputeContract:
             env=kw.pop("env", ()),
             resources=kw.pop("resources", Resources(1, 500, 64, 0)),
             mounts=kw.pop("mounts", ()),
-            labels=kw.pop("labels", {}),
+            # a job carries the label the domain puts on every job (its kind)
+            labels=kw.pop("labels", {JOB_TYPE_LABEL: JobKind.PLUGIN.value}),
         )
 
     def labelled(self, instance: str, kind: JobKind = JobKind.PLUGIN) -> dict[str, str]:

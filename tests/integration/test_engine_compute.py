@@ -325,11 +325,12 @@ def test_a_jobs_engine_calls_reuse_keep_alive_connections(
 
 
 @pytest.mark.parametrize("status_view", [False, True])
-def test_a_job_id_is_never_taken_for_another_containers_id_prefix(
+def test_a_job_id_never_reaches_a_container_that_is_not_a_job(
     engine: Any, storebase: str, no_stray_engine_containers: None, status_view: bool
 ) -> None:
     """The engine finds a container by an id prefix when no container has the name asked
-    for: a job id such as "a1" or "0" must never reach another container — not its
+    for, and other containers of the engine have names of their own: a job id such as
+    "a1", "0" or another container's name must never reach that container — not its
     status or logs, not a cancel, not a DELETE — and an id prefix several containers
     share is a job that does not exist (404), not an engine failure (503)."""
     compute = make_compute(engine, storebase, status_view=status_view)
@@ -344,7 +345,8 @@ def test_a_job_id_is_never_taken_for_another_containers_id_prefix(
         for cid in others:
             by_digit[cid[0]] = by_digit.get(cid[0], 0) + 1
         shared = next(digit for digit, count in by_digit.items() if count > 1)
-        for prefix in (others[0][:12], shared):
+        name_of_other = engine.api.inspect_container(others[0])["Name"].lstrip("/")
+        for prefix in (others[0][:12], shared, name_of_other):
             with pytest.raises(JobNotFound):
                 compute.info(prefix)
             with pytest.raises(JobNotFound):

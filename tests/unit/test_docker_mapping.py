@@ -235,8 +235,8 @@ def test_remove_retries_an_engine_that_fails_to_stop_an_exiting_container() -> N
         def __init__(self, failures: int) -> None:
             self.failures, self.calls = failures, 0
 
-        def inspect_container(self, name: str) -> dict[str, str]:
-            return {"Id": f"id-of-{name}", "Name": f"/{name}"}
+        def inspect_container(self, name: str) -> dict[str, Any]:
+            return {"Id": f"id-of-{name}", "Name": f"/{name}", "Config": {"Labels": {"org.chrisproject.job_type": "plugin"}}}
 
         def remove_container(self, name: str, force: bool) -> None:
             assert name == "id-of-j"  # by the id of the container of that very name
@@ -330,10 +330,11 @@ def test_an_image_found_present_is_not_looked_up_again_and_its_removal_is_still_
     assert len(api.inspected) == seen + 1  # looked up again once the window has passed
 
 
-def test_a_container_the_engine_finds_by_an_id_prefix_is_not_the_job() -> None:
+def test_a_container_the_engine_finds_by_an_id_prefix_or_a_non_job_of_the_name_is_not_the_job() -> None:
     """With no container of the name asked for, the engine answers with a container whose
-    id starts with it (or 500 when several do): the job does not exist, and nothing of
-    that other container is read, stopped or removed."""
+    id starts with it (or 500 when several do); a container of that name may also be
+    something else than a job (a database): the job does not exist, and nothing of that
+    other container is read, stopped or removed."""
     import docker.errors
     import requests
 
@@ -352,6 +353,8 @@ def test_a_container_the_engine_finds_by_an_id_prefix_is_not_the_job() -> None:
                 raise docker.errors.APIError(
                     "500 Server Error", response=response, explanation=f"Multiple IDs found with provided prefix: {ref}"
                 )
+            if ref == "db":  # a container of that very name that is not a job (no job-type label)
+                return {"Id": "d" * 64, "Name": "/db", "Config": {"Labels": {}}, "State": {"Running": True}}
             return {"Id": "a1b2c3" + "0" * 58, "Name": "/someone-elses", "State": {"Status": "running", "Running": True}}
 
         def logs(self, ref: str, **kw: Any) -> bytes:
@@ -375,6 +378,9 @@ def test_a_container_the_engine_finds_by_an_id_prefix_is_not_the_job() -> None:
             lambda: compute.state("a1", 10),
             lambda: compute.cancel("a1"),
             lambda: compute.remove("a1"),
+            lambda: compute.state("db", 10),
+            lambda: compute.cancel("db"),
+            lambda: compute.remove("db"),
         ):
             try:
                 call()

@@ -265,6 +265,13 @@ def _is_named(attrs: Mapping[str, Any], name: str) -> bool:
     return str(attrs.get("Name") or "").lstrip("/") == name
 
 
+def _is_job(attrs: Mapping[str, Any]) -> bool:
+    """Whether the container is a job: it carries the job-type label every job of every
+    kind has. Any other container of the engine may have a name a client sends as a job
+    id (a database's, say): it is not reached through the jobs API."""
+    return JOB_TYPE_LABEL in ((attrs.get("Config") or {}).get("Labels") or {})
+
+
 def _is_gpu_error(error: docker.errors.APIError) -> bool:
     text = str(error).lower()
     return "device driver" in text or "gpu" in text or "nvidia" in text
@@ -574,7 +581,7 @@ class DockerCompute:
 
     def _kept_device_requests(self, name: str) -> bool:
         try:
-            attrs = self._inspect(name)
+            attrs = self._inspect(name, job=False)  # the container create has just made
         except (JobNotFound, BackendUnavailable):
             return True  # let start() decide
         return bool((attrs.get("HostConfig") or {}).get("DeviceRequests"))
@@ -582,14 +589,16 @@ class DockerCompute:
     def _discard(self, name: str) -> None:
         # by the id of the container of that very name, never a container an id prefix finds
         with contextlib.suppress(JobNotFound, BackendUnavailable, *ENGINE_ERRORS):
-            self.api.remove_container(str(self._inspect(name).get("Id") or name), force=True)
+            self.api.remove_container(str(self._inspect(name, job=False).get("Id") or name), force=True)
         if self.view is not None:
             self.view.forget(name)
 
     # -- observe ----------------------------------------------------------
-    def _inspect(self, name: str) -> dict[str, Any]:
-        """The container called ``name``: JobNotFound when there is none, even where the
-        engine would answer with another container whose id starts with ``name``."""
+    def _inspect(self, name: str, *, job: bool = True) -> dict[str, Any]:
+        """The job container called ``name``: JobNotFound when there is none, even where
+        the engine would answer with another container whose id starts with ``name``, or
+        when the container of that name is not a job (``job=False``: any container of that
+        very name, e.g. the one this adapter has just created)."""
         attempts = 3
         while True:
             attempts -= 1
@@ -606,8 +615,8 @@ class DockerCompute:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
             except ENGINE_ERRORS as e:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
-            if not _is_named(attrs, name):
-                raise JobNotFound(name, f"no container named {name}")
+            if not _is_named(attrs, name) or (job and not _is_job(attrs)):
+                raise JobNotFound(name, f"no job container named {name}")
             return attrs
 
     def _observe(self, name: str) -> tuple[dict[str, Any], JobInfo]:
