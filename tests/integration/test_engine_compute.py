@@ -3,6 +3,7 @@ the compute contract, plus what matters about containers on each engine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pfcon.adapters.compute import engine_direct
 from pfcon.adapters.compute.docker import DockerCompute, DockerOptions
 from pfcon.config import parse_container_user
 from pfcon.domain.errors import JobNotFound, ResourceUnavailable
@@ -288,20 +290,28 @@ def test_listing_with_ignore_limits_has_no_resources(run: Any, engine: Any, stor
 def test_a_jobs_engine_calls_reuse_keep_alive_connections(
     engine: Any, storebase: str, no_stray_engine_containers: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Create, start, inspect, logs and removal of several jobs go over one keep-alive
-    connection to the engine: docker-py's own transport opens a new one for every URL it
-    has not seen lately, i.e. for nearly every call about a new container."""
+    """Create, start, inspect and logs of several jobs go over one keep-alive connection
+    to the engine, made directly (ADR 25), and their removals over one of the SDK's:
+    docker-py's own transport opens a new one for every URL it has not seen lately, i.e.
+    for nearly every call about a new container."""
     from docker.transport import unixconn
 
     compute = make_compute(engine, storebase)  # the event view is off: only these calls connect
-    connects: list[str] = []
-    original = unixconn.UnixHTTPConnection.connect
+    sdk: list[str] = []
+    direct: list[str] = []
+    sdk_connect = unixconn.UnixHTTPConnection.connect
+    direct_connect = engine_direct._UnixConnection.connect
 
-    def connect(self: Any) -> None:
-        connects.append(self.unix_socket)
-        original(self)
+    def count_sdk(self: Any) -> None:
+        sdk.append(self.unix_socket)
+        sdk_connect(self)
 
-    monkeypatch.setattr(unixconn.UnixHTTPConnection, "connect", connect)
+    def count_direct(self: Any) -> None:
+        direct.append(self.socket_path)
+        direct_connect(self)
+
+    monkeypatch.setattr(unixconn.UnixHTTPConnection, "connect", count_sdk)
+    monkeypatch.setattr(engine_direct._UnixConnection, "connect", count_direct)
     names = [unique("conn") for _ in range(3)]
     try:
         for name in names:
@@ -309,7 +319,7 @@ def test_a_jobs_engine_calls_reuse_keep_alive_connections(
                 ContainerJob(
                     name=name,
                     image=TEST_IMAGE,
-                    command=("sh", "-c", "echo hello"),
+                    command=("sh", "-c", "echo hello; echo oops >&2"),
                     env=(),
                     resources=Resources(1, 500, 64, 0),
                     mounts=(),
@@ -317,11 +327,14 @@ def test_a_jobs_engine_calls_reuse_keep_alive_connections(
                 )
             )
             EngineDriver().settle(compute, name)
-            assert compute.state(name, 100).logs == "hello\n"
+            # both streams (the engine copies them apart: their order is not kept)
+            assert sorted(compute.state(name, 100).logs.splitlines()) == ["hello", "oops"]
     finally:
         for name in names:
-            compute.remove(name)
-    assert len(connects) <= 1, f"{len(connects)} connections opened for {len(names)} jobs' calls"
+            with contextlib.suppress(JobNotFound):  # not scheduled: the test failed before
+                compute.remove(name)
+    assert len(direct) == 1, f"{len(direct)} direct connections opened for {len(names)} jobs' calls"
+    assert len(sdk) <= 1, f"{len(sdk)} SDK connections opened for {len(names)} jobs' removals"
 
 
 @pytest.mark.parametrize("status_view", [False, True])

@@ -21,6 +21,7 @@ import requests.exceptions
 
 from .docker_view import EXITED, RUNNING, ContainerView, Final, labels_match
 from .engine_connections import share_engine_connections
+from .engine_direct import DirectEngineAPI, direct_engine_api
 from .listing import cancelled, iso_utc, job_kind
 from .options import ContainerUser
 from ...domain.errors import (
@@ -282,8 +283,8 @@ class DockerCompute:
 
     def __init__(self, client: docker.DockerClient, options: DockerOptions, *, start: bool = True) -> None:
         self.client = client
-        self.api = client.api
-        share_engine_connections(self.api)  # one keep-alive pool for every container's URLs
+        share_engine_connections(client.api)  # one keep-alive pool for every container's URLs
+        self.api: Any = direct_engine_api(client.api)  # create, start, inspect, logs: direct (ADR 25)
         self.options = options
         self.capabilities = options.capabilities
         self.marks = CancelMarks(options.state_dir)
@@ -305,6 +306,8 @@ class DockerCompute:
     def close(self) -> None:
         if self.view is not None:
             self.view.close()
+        if isinstance(self.api, DirectEngineAPI):
+            self.api.close_direct()
 
     # -- schedule ---------------------------------------------------------
     def _host_config(self, job: ContainerJob) -> dict[str, Any]:
