@@ -179,6 +179,20 @@ def test_an_error_answer_that_is_not_json_keeps_its_text(engine: FakeEngine, api
     assert raised.value.explanation == "page broke"
 
 
+@pytest.mark.parametrize("body", [b"<html>Moved Permanently</html>", b"[1, 2]"])
+def test_an_answer_that_is_not_a_json_object_is_an_engine_error(engine: FakeEngine, api: Any, body: bytes) -> None:
+    engine.answer = lambda method, path, data: (301, {"Content-Type": "text/html"}, body)
+    with pytest.raises(requests.exceptions.RequestException):  # the adapter's engine errors
+        api.inspect_container("job-1")
+
+
+def test_an_empty_reference_is_refused_before_any_request(engine: FakeEngine, api: Any) -> None:
+    for call in (api.inspect_container, api.start, api.logs):
+        with pytest.raises(docker.errors.NullResource):
+            call("")
+    assert engine.requests == []
+
+
 def test_a_connection_the_engine_closed_is_not_reused(engine: FakeEngine, api: Any) -> None:
     engine.close_after_answer = True  # e.g. an engine closing idle connections
     engine.answer = lambda method, path, body: json_answer(201, {"Id": "a"})

@@ -688,18 +688,14 @@ class DockerCompute:
         try:
             cid = str(self._inspect(name).get("Id") or name)
         except JobNotFound:
-            if self.view is not None:
-                self.view.forget(name, destroyed=True)
-            self.marks.clear(name)
+            self._forget_removed(name)
             raise
         for attempt in range(REMOVE_ATTEMPTS):
             try:
                 self.api.remove_container(cid, force=True)
                 break
             except docker.errors.NotFound as e:
-                if self.view is not None:
-                    self.view.forget(name, destroyed=True)
-                self.marks.clear(name)
+                self._forget_removed(name)
                 raise JobNotFound(name, str(e)) from None
             except docker.errors.APIError as e:
                 # Podman 4.3 answers 500 "could not be stopped: sending SIGKILL …" when the
@@ -710,6 +706,10 @@ class DockerCompute:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
             except ENGINE_ERRORS as e:
                 raise BackendUnavailable(f"{self.options.engine_name} unavailable: {_short(e)}") from e
+        self._forget_removed(name)
+
+    def _forget_removed(self, name: str) -> None:
+        """What this adapter kept about the container ``name``, which is gone."""
         if self.view is not None:
             self.view.forget(name, destroyed=True)
         self.marks.clear(name)

@@ -125,13 +125,23 @@ class DirectEngineAPI:
     # -- transport ----------------------------------------------------------
     @staticmethod
     def _quote(ref: str) -> str:
+        """A container reference as one path segment (the SDK's checks: a non-empty string)."""
+        if not ref:
+            raise docker.errors.NullResource("Resource ID was not provided")
         if not isinstance(ref, str):
             raise ValueError(f"Expected a string but found {ref} ({type(ref)}) instead")
         return quote(ref, safe="")
 
     @staticmethod
     def _json(body: bytes) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(body)
+        """The JSON object of an answer; anything else is the engine's fault, as through the
+        SDK (``requests``' JSON error: the adapter's engine errors)."""
+        try:
+            value = json.loads(body)
+        except ValueError as e:
+            raise requests.exceptions.InvalidJSONError(f"the engine's answer is not JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise requests.exceptions.InvalidJSONError("the engine's answer is not a JSON object")
         return value
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
