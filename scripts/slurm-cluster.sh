@@ -137,10 +137,14 @@ install_packages() {
 
 munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 
+# A munged that has exited stays a zombie until init reaps it (this machine's init can
+# take a while): it is not running, and a stop followed by a start must start one.
 any_munged_running() {
-    local f
+    local f pid
     for f in /proc/[0-9]*/comm; do
-        [[ "$(cat "$f" 2>/dev/null)" == munged ]] && return 0
+        [[ "$(cat "$f" 2>/dev/null)" == munged ]] || continue
+        pid=${f#/proc/}
+        proc_alive "${pid%/comm}" && return 0
     done
     return 1
 }
@@ -281,6 +285,13 @@ EOF
 
 ctld_pid() { live_pid_from_file "$CTLD_PID" slurmctld; }
 slurmd_pid() { live_pid_from_file "$(slurmd_pid_file "$1")" slurmd; }
+# slurmd_started NODE: the process spawned for NODE's slurmd is alive. Just after the
+# spawn it may still be the wrapper (bash, setsid, nsenter) on its way to exec slurmd,
+# which slurmd_pid does not count as slurmd: a loaded machine once failed a start so.
+slurmd_started() {
+    local pid
+    pid=$(cat "$(slurmd_pid_file "$1")" 2>/dev/null) && proc_alive "$pid"
+}
 
 ctld_answers() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
@@ -341,7 +352,7 @@ wait_nodes_idle() {
     local deadline=$((SECONDS + START_TIMEOUT)) n
     until nodes_idle; do
         for n in "${NODES[@]}"; do
-            slurmd_pid "$n" >/dev/null || die_with_logs "slurmd for $n exited; sinfo: $(node_states | tr '\n' ';')"
+            slurmd_started "$n" || die_with_logs "slurmd for $n exited; sinfo: $(node_states | tr '\n' ';')"
         done
         ctld_pid >/dev/null || die_with_logs "slurmctld exited"
         ((SECONDS < deadline)) || die_with_logs "nodes not idle after ${START_TIMEOUT}s; sinfo: $(node_states | tr '\n' ';')"
