@@ -140,11 +140,9 @@ munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 # A munged that has exited stays a zombie until init reaps it (this machine's init can
 # take a while): it is not running, and a stop followed by a start must start one.
 any_munged_running() {
-    local f pid
-    for f in /proc/[0-9]*/comm; do
-        [[ "$(cat "$f" 2>/dev/null)" == munged ]] || continue
-        pid=${f#/proc/}
-        proc_alive "${pid%/comm}" && return 0
+    local d
+    for d in /proc/[0-9]*; do
+        pid_is "${d#/proc/}" munged && return 0
     done
     return 1
 }

@@ -227,3 +227,90 @@ def test_an_oversized_upload_is_413_and_leaves_nothing(app_factory: Callable[...
     assert "1000" in r.json()["message"]
     assert tree(api.storebase) == []
     assert spooled_uploads(str(tmp_path / "uploads")) == []
+
+
+class _BodyRequest:
+    """What read_job_form reads of a request: its content type and ASGI body messages."""
+
+    def __init__(self, body: bytes, boundary: str, chunk: int = 1 << 20) -> None:
+        self.content_type = ("multipart/form-data", {"boundary": boundary})
+        self._messages = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
+
+    async def receive(self) -> dict[str, Any]:
+        chunk = self._messages.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(self._messages)}
+
+
+def _multipart(boundary: str, payload: bytes) -> bytes:
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="jid"\r\n\r\nchris-jid-1\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data_file"; filename="data_file"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def test_an_upload_slot_is_held_only_while_its_body_arrives(tmp_path: Any) -> None:
+    """MAX_UPLOADS bounds bodies being received: a body received whole gives its slot
+    back although its extraction still waits (here: for a gate), so that a burst of tiny
+    submissions is never refused while their work is queued behind worker threads."""
+    import threading
+
+    import anyio
+    import anyio.to_thread
+
+    from pfcon.entrypoints.http.common import Uploads
+    from pfcon.entrypoints.http.v5 import read_job_form
+
+    spool = UploadSpool(str(tmp_path), max_uploads=1, reserve_bytes=0)
+    spool.start()
+    gate = threading.Event()
+    entered: list[int] = []
+
+    class Jobs:
+        receives_input = True
+
+        def receive_input(self, read: Callable[[int], bytes]) -> bytes:
+            data = bytearray()
+            while chunk := read(65536):
+                data.extend(chunk)
+            entered.append(len(data))
+            gate.wait(10)
+            return bytes(data)
+
+    uploads = Uploads(spool=spool, max_bytes=1 << 30)
+    forms: list[Any] = []
+
+    async def one() -> None:
+        forms.append(await read_job_form(_BodyRequest(_multipart("b0", b"zip"), "b0"), uploads, Jobs()))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            while not entered:  # the first body is in, its worker waits at the gate
+                await anyio.sleep(0.01)
+            assert spool.in_flight == 0
+            tg.start_soon(one)  # would be 503 (MAX_UPLOADS=1) if the first still held its slot
+            await anyio.sleep(0.05)  # the second takes its slot (and gives it back) meanwhile
+            assert spool.in_flight == 0 and len(entered) == 1
+            gate.set()
+
+    anyio.run(main)
+    assert [f.received for f in forms] == [b"zip", b"zip"]
+    assert spool.in_flight == 0
+
+    # while a body is still arriving, its slot is held: the next is refused
+    async def held() -> None:
+        with spool.slot() as slot:
+            with pytest.raises(ServerBusy, match="MAX_UPLOADS"):
+                await read_job_form(_BodyRequest(_multipart("b1", b"zip"), "b1"), uploads, Jobs())  # type: ignore[arg-type]
+            slot.release()
+            slot.release()  # once only
+            assert spool.in_flight == 0
+
+    anyio.run(held)
+    assert spool.in_flight == 0
+    spool.stop()

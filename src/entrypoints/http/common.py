@@ -71,16 +71,22 @@ class ClientDisconnected(Exception):
     """The client went away before its request body was complete."""
 
 
-async def body_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
-    """The request body as it arrives; ClientDisconnected if the client goes away."""
+async def body_chunks(
+    request: Request[Any, Any, Any], on_end: Callable[[], None] | None = None
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives; ClientDisconnected if the client goes away.
+    ``on_end()`` is called once the body has been received whole, before its last chunk."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        last = not message.get("more_body", False)
+        if last and on_end is not None:
+            on_end()
         if chunk:
             yield chunk
-        if not message.get("more_body", False):
+        if last:
             return
 
 
@@ -90,8 +96,8 @@ async def read_form(request: Request[Any, Any, Any], spool: UploadSpool, max_upl
         boundary = params.get("boundary")
         if not boundary:
             raise E.InvalidJobSpec("Invalid multipart/form-data: no boundary")
-        with spool.slot():
-            return await parse_multipart(body_chunks(request), boundary, spool, max_upload)
+        with spool.slot() as slot:
+            return await parse_multipart(body_chunks(request, slot.release), boundary, spool, max_upload)
     if content_type == "application/x-www-form-urlencoded":
         body = bytearray()
         async for chunk in body_chunks(request):

@@ -106,15 +106,21 @@ class UploadSpool:
 
     # -- uploads ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """One upload in flight; ServerBusy (503) past ``max_uploads``. Event-loop only."""
+    def slot(self) -> Iterator[UploadSlot]:
+        """One upload being received; ServerBusy (503) past ``max_uploads``. Event-loop only.
+
+        The slot bounds bodies still arriving (slow clients, the spool's disk), not the
+        work done once a body is in: the caller releases it as soon as the body has been
+        received whole (its extraction then waits for a worker thread like any other
+        work), and it is released on the way out in any case."""
         if self.in_flight >= self.max_uploads:
             raise ServerBusy(f"too many uploads in flight ({self.max_uploads}, MAX_UPLOADS); retry later")
         self.in_flight += 1
+        held = UploadSlot(self)
         try:
-            yield
+            yield held
         finally:
-            self.in_flight -= 1
+            held.release()
 
     def new_file(self) -> tuple[int, str]:
         if self.dir is None:
@@ -133,6 +139,20 @@ class UploadSpool:
                 "no room left to receive the upload: "
                 f"{free} bytes free, {self.reserve_bytes} reserved (STOREBASE_RESERVE_BYTES)"
             )
+
+
+class UploadSlot:
+    """A slot taken by ``UploadSpool.slot``; ``release`` gives it back once (idempotent)."""
+
+    __slots__ = ("_spool",)
+
+    def __init__(self, spool: UploadSpool) -> None:
+        self._spool: UploadSpool | None = spool
+
+    def release(self) -> None:
+        if self._spool is not None:
+            self._spool.in_flight -= 1
+            self._spool = None
 
 
 def no_space(error: OSError) -> StorageFull | None:

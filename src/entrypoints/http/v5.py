@@ -84,9 +84,9 @@ async def read_job_form(
     content_type, params = request.content_type
     if content_type != "multipart/form-data" or not jobs.receives_input or not params.get("boundary"):
         return await read_form(request, uploads.spool, uploads.max_bytes)
-    with uploads.spool.slot():
+    with uploads.spool.slot() as slot:
         return await parse_multipart(
-            body_chunks(request),
+            body_chunks(request, slot.release),
             params["boundary"],
             uploads.spool,
             uploads.max_bytes,
