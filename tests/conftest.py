@@ -124,6 +124,21 @@ def api(app_factory: Callable[..., Api]) -> Api:
     return app_factory()
 
 
+@pytest.fixture(params=["whole", "streamed", "prepared"])
+def body_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a v5 POST body is handled (ADR 26, 19, 23): a small body received whole,
+    then its upload received and the job submitted in one worker hop (the default for
+    bodies under 256 KiB); the upload received as it arrives; and the job also prepared
+    on the scheduler meanwhile (bodies from 256 KiB on)."""
+    from pfcon.entrypoints.http import v5
+
+    if request.param != "whole":
+        monkeypatch.setattr(v5, "WHOLE_MAX_BYTES", 0)
+    if request.param == "prepared":
+        monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 0)
+    return str(request.param)
+
+
 @pytest.fixture
 def reset_structlog() -> Any:
     import logging

@@ -21,6 +21,9 @@ from pfcon.domain.model import JobStatus
 
 from ..conftest import API, Api, make_zip, spooled_uploads, tree
 
+# every test runs on each way a POST body is handled (whole, streamed, prepared)
+pytestmark = pytest.mark.usefixtures("body_path")
+
 MISSING = "Missing required parameter in the post body"
 NOT_FOUND = (
     "The requested URL was not found on the server. If you entered the URL manually "

@@ -521,6 +521,7 @@ def test_spec_problems_accepts_valid_images(image: str) -> None:
 # -- through the API ---------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("body_path")
 def test_api_refuses_a_bomb_with_413_and_leaves_nothing(app_factory: Callable[..., Api], bomb: Path) -> None:
     api = app_factory()
     r = api.submit(zip_bytes=bomb.read_bytes())
@@ -543,6 +544,7 @@ def test_api_refuses_an_invalid_image_with_400(app_factory: Callable[..., Api], 
     assert tree(api.storebase) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_api_refuses_an_over_long_member_name_with_400(app_factory: Callable[..., Api]) -> None:
     api = app_factory()
     r = api.submit(zip_bytes=make_zip({"ok.txt": "ok", "x" * 300: "data"}))

@@ -374,6 +374,7 @@ def test_a_prepared_submission_traces_create_staging_and_start(observed_api: Any
     from pfcon.entrypoints.http import v5
 
     monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 0)
+    monkeypatch.setattr(v5, "WHOLE_MAX_BYTES", 0)
     t = telemetry(exporter=spans)
     api, _ = observed_api(t)
     spans.clear()

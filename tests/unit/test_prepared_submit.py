@@ -24,6 +24,7 @@ def prepare_any_size(monkeypatch: Any) -> None:
     from pfcon.entrypoints.http import v5
 
     monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 0)
+    monkeypatch.setattr(v5, "WHOLE_MAX_BYTES", 0)
 
 
 def body(parts: list[tuple[str, bytes]]) -> bytes:
@@ -239,6 +240,7 @@ def test_only_a_body_large_enough_is_prepared(app_factory: Any, storebase: str, 
     from pfcon.entrypoints.http import v5
 
     monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 64 * 1024)
+    monkeypatch.setattr(v5, "WHOLE_MAX_BYTES", 64 * 1024)
     compute = RecordingCompute(storebase)
     api = app_factory(compute=compute)
     assert post(api, [*fields("chris-jid-1"), ("data_file", make_zip({"a.txt": "a"}))]).status_code == 201
@@ -246,3 +248,64 @@ def test_only_a_body_large_enough_is_prepared(app_factory: Any, storebase: str, 
     big = make_zip({"b.bin": os.urandom(100 * 1024)})
     assert post(api, [*fields("chris-jid-2"), ("data_file", big)]).status_code == 201
     assert compute.calls[2:] == [("create", False), ("start", True)]
+
+
+def test_a_small_body_is_received_and_submitted_in_one_worker_hop(app_factory: Any, storebase: str, monkeypatch: Any) -> None:
+    """ADR 26: a body under WHOLE_MAX_BYTES is received whole, then its upload received
+    and the job created and started in one worker thread call; a larger one is received
+    by one worker call while it arrives and the job started by another."""
+    import threading
+
+    import anyio.to_thread
+
+    from pfcon.domain.services import JobService
+    from pfcon.entrypoints.http import v5
+
+    monkeypatch.setattr(v5, "PREPARE_MIN_BYTES", 1 << 30)  # not prepared: one path at a time
+    monkeypatch.setattr(v5, "WHOLE_MAX_BYTES", 64 * 1024)
+    hops: list[str] = []
+    where: list[tuple[str, str]] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kw: Any) -> Any:
+        hop = f"hop-{len(hops)}"
+        hops.append(hop)
+
+        def marked(*a: Any) -> Any:
+            threading.current_thread().__dict__["hop"] = hop
+            return fn(*a)
+
+        return await run_sync(marked, *args, **kw)
+
+    def here() -> str:
+        return str(threading.current_thread().__dict__.get("hop"))
+
+    receive = JobService.receive_input
+
+    def recorded_receive(self: JobService, read: Any) -> Any:
+        where.append(("receive", here()))
+        return receive(self, read)
+
+    class HopCompute(RecordingCompute):
+        def create(self, job: ContainerJob) -> None:
+            where.append(("create", here()))
+            super().create(job)
+
+        def start(self, job: ContainerJob) -> Any:
+            where.append(("start", here()))
+            return super().start(job)
+
+    monkeypatch.setattr(JobService, "receive_input", recorded_receive)
+    api = app_factory(compute=HopCompute(storebase))
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+
+    assert post(api, [*fields("chris-jid-1"), ("data_file", make_zip({"a.txt": "a"}))]).status_code == 201
+    assert where == [("receive", "hop-0"), ("create", "hop-0"), ("start", "hop-0")]
+    assert hops == ["hop-0"]
+
+    hops.clear()
+    where.clear()
+    big = make_zip({"b.bin": os.urandom(100 * 1024)})
+    assert post(api, [*fields("chris-jid-2"), ("data_file", big)]).status_code == 201
+    assert where == [("receive", "hop-0"), ("create", "hop-1"), ("start", "hop-1")]
+    assert api.get("/jobs/chris-jid-2/").status_code == 200

@@ -31,6 +31,7 @@ def test_ready_reports_each_backend(api: Api) -> None:
     }
 
 
+@pytest.mark.usefixtures("body_path")
 def test_compute_down_is_503_naming_it_and_recovers(app_factory: Callable[..., Api]) -> None:
     compute = FakeCompute()
     api = app_factory(compute)
@@ -68,6 +69,7 @@ def test_unreachable_docker_engine_is_backend_unavailable_naming_it() -> None:
 # -- disk full: 507, nothing left behind ----------------------------------------------------
 
 
+@pytest.mark.usefixtures("body_path")
 def test_no_room_for_an_upload_is_507_and_leaves_nothing(app_factory: Callable[..., Api], tmp_path: Any) -> None:
     api = app_factory(STOREBASE_RESERVE_BYTES=str(2**62))  # more than any disk has free
     r = api.submit("chris-jid-1")
@@ -77,6 +79,7 @@ def test_no_room_for_an_upload_is_507_and_leaves_nothing(app_factory: Callable[.
     assert spooled_uploads(str(tmp_path / "uploads")) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_enospc_while_staging_is_507_and_rolled_back(app_factory: Callable[..., Api], monkeypatch: Any) -> None:
     import errno
 
@@ -220,6 +223,7 @@ def test_an_oversized_urlencoded_form_is_413(api: Api) -> None:
     assert tree(api.storebase) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_an_oversized_upload_is_413_and_leaves_nothing(app_factory: Callable[..., Api], tmp_path: Any) -> None:
     api = app_factory(ZIP_MAX_UPLOAD_BYTES="1000")
     r = api.submit("chris-jid-1", zip_bytes=b"PK" + b"\0" * 5000)

@@ -582,6 +582,7 @@ def test_fields_refused_after_the_upload_leave_nothing(app_factory: Callable[...
     assert _left(api) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_an_absent_image_after_extraction_leaves_nothing(app_factory: Callable[..., Api]) -> None:
     api = app_factory(FakeCompute(images=set()))
     r = api.submit("chris-jid-1", zip_bytes=make_zip({"a.txt": "a" * 10000}))
@@ -590,6 +591,7 @@ def test_an_absent_image_after_extraction_leaves_nothing(app_factory: Callable[.
     assert _left(api) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_a_second_submission_of_the_same_job_is_409_and_its_upload_removed(app_factory: Callable[..., Api]) -> None:
     api = app_factory()
     assert api.submit("chris-jid-1").status_code == 201
@@ -599,6 +601,7 @@ def test_a_second_submission_of_the_same_job_is_409_and_its_upload_removed(app_f
     assert not (Path(api.storebase) / "key-chris-jid-1" / "incoming" / "other.txt").exists()
 
 
+@pytest.mark.usefixtures("body_path")
 @pytest.mark.parametrize(
     ("data", "status", "message"),
     [
@@ -619,6 +622,7 @@ def test_refused_archives_leave_nothing(app_factory: Callable[..., Api], data: b
         assert api.compute.jobs == {}
 
 
+@pytest.mark.usefixtures("body_path")
 def test_a_body_cut_short_leaves_nothing(app_factory: Callable[..., Api]) -> None:
     api = app_factory()
     body, headers = _multipart([*_fields("chris-jid-1"), ("data_file", make_zip({"a": os.urandom(200_000)}), True)])
@@ -628,6 +632,7 @@ def test_a_body_cut_short_leaves_nothing(app_factory: Callable[..., Api]) -> Non
     assert _left(api) == []
 
 
+@pytest.mark.usefixtures("body_path")
 def test_the_upload_limit_still_applies(app_factory: Callable[..., Api]) -> None:
     api = app_factory(ZIP_MAX_UPLOAD_BYTES="1000")
     r = api.submit("chris-jid-1", zip_bytes=make_zip({"a": os.urandom(5000)}))

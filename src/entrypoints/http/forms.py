@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -40,6 +41,7 @@ class FormData:
     fields: dict[str, list[str]] = field(default_factory=dict)
     upload_path: str | None = None
     received: ReceivedInput | None = None  # the upload, received as it arrived (ADR 19)
+    upload_bytes: bytes | None = None  # the upload of a small body, kept in memory (ADR 26)
 
     def add(self, name: str, value: str) -> None:
         self.fields.setdefault(name, []).append(value)
@@ -255,6 +257,38 @@ class _StreamSink:
             self.form.received = self.upload.result
 
 
+class _MemorySink:
+    """The ``data_file`` part of a small body kept in memory (``form.upload_bytes``): the
+    body's length bounds it (ADR 26)."""
+
+    def __init__(self, form: FormData) -> None:
+        self.form = form
+        self.pending: bytearray | None = None
+
+    async def start(self) -> None:
+        self.pending = bytearray()
+
+    async def send(self, data: bytes) -> None:
+        assert self.pending is not None
+        self.pending.extend(data)
+
+    def end(self) -> None:
+        pass
+
+    async def finish(self) -> None:
+        if self.pending is not None:
+            self.form.upload_bytes = bytes(self.pending)
+
+    def abort(self) -> None:
+        self.pending = None
+
+    async def collect(self) -> None:
+        pass
+
+    def leftover(self) -> None:
+        pass
+
+
 Receiver = Callable[[Callable[[int], bytes]], Any]
 
 
@@ -266,6 +300,7 @@ async def parse_multipart(
     upload_field: str = "data_file",
     receive: Receiver | None = None,
     on_upload: Callable[[FormData], Awaitable[None]] | None = None,
+    in_memory: bool = False,
 ) -> FormData:
     """Parse multipart/form-data incrementally.
 
@@ -275,26 +310,25 @@ async def parse_multipart(
     kept in memory. Nothing is kept whole in memory, whatever the upload size, and on any
     error nothing is left behind (the spool file, or what ``receive`` wrote).
     ``on_upload(form)`` is awaited when the upload part begins, with the fields that came
-    before it (it must not raise).
+    before it (it must not raise). With ``in_memory`` (a small body: its length bounds
+    it), the upload part is kept in ``form.upload_bytes`` instead.
     """
     form = FormData()
-    sink: _SpoolSink | _StreamSink = (
-        _SpoolSink(spool, form) if receive is None else _StreamSink(receive, spool.limiter, form)
-    )
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        if isinstance(sink, _StreamSink):
+    sink: _SpoolSink | _StreamSink | _MemorySink
+    if in_memory:
+        sink = _MemorySink(form)
+    elif receive is None:
+        sink = _SpoolSink(spool, form)
+    else:
+        sink = _StreamSink(receive, spool.limiter, form)
+    parse = partial(_parse_parts, stream, boundary, form, sink, max_upload_bytes, upload_field, on_upload)
+    if isinstance(sink, _StreamSink):
+        async with anyio.create_task_group() as tg:
             sink.task_group = tg
-        try:
-            await _parse_parts(stream, boundary, form, sink, max_upload_bytes, upload_field, on_upload)
-            await sink.finish()
-        except Exception as e:  # noqa: BLE001 - kept, raised once the worker has ended
-            sink.abort()
-            error = e
-        except BaseException:
-            sink.abort()
-            raise
-    # Here the worker, if any, has ended.
+            error = await _parse_into(sink, parse)
+        # Here the worker has ended.
+    else:
+        error = await _parse_into(sink, parse)
     try:
         if error is not None:
             raise error
@@ -310,6 +344,22 @@ async def parse_multipart(
     return form
 
 
+async def _parse_into(
+    sink: _SpoolSink | _StreamSink | _MemorySink, parse: Callable[[], Awaitable[None]]
+) -> Exception | None:
+    """``parse()`` into ``sink``; its error returned (to be raised once a worker has ended)."""
+    try:
+        await parse()
+        await sink.finish()
+    except Exception as e:  # noqa: BLE001 - kept, raised once the worker has ended
+        sink.abort()
+        return e
+    except BaseException:
+        sink.abort()
+        raise
+    return None
+
+
 async def _discard(form: FormData) -> None:
     if form.upload_path is not None or form.received is not None:
         await anyio.to_thread.run_sync(form.discard_upload)
@@ -319,7 +369,7 @@ async def _parse_parts(
     stream: AsyncIterator[bytes],
     boundary: str,
     form: FormData,
-    sink: _SpoolSink | _StreamSink,
+    sink: _SpoolSink | _StreamSink | _MemorySink,
     max_upload_bytes: int,
     upload_field: str,
     on_upload: Callable[[FormData], Awaitable[None]] | None = None,

@@ -7,6 +7,7 @@ pool (every port is synchronous and may block) and render pfcon's bodies.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from ...domain.errors import DomainError
-from ...domain.model import JobInfo, JobSpec, StagedData
+from ...domain.model import JobInfo, JobSpec, StagedData, SubmittedJob
 from ...domain.ports import StagingRequest, ZipStream
 from ...domain.services import JobService, PreparedJob
 from . import docs
@@ -108,6 +109,65 @@ def worth_preparing(request: Request[Any, Any, Any]) -> bool:
     return length is None or not length.isdigit() or int(length) >= PREPARE_MIN_BYTES
 
 
+# Bodies smaller than this are received whole, then their upload is received and the job
+# submitted in one worker hop (ADR 26). The same bound as above: such a body arrives in one
+# or a few pieces, so receiving its upload as it arrives gains nothing.
+WHOLE_MAX_BYTES = PREPARE_MIN_BYTES
+
+
+def small_upload_boundary(request: Request[Any, Any, Any], jobs: JobService) -> str | None:
+    """The multipart boundary of a body small enough to be received whole before its
+    upload is looked at (ADR 26: then received and submitted in one worker hop), or None."""
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) >= WHOLE_MAX_BYTES or not jobs.receives_input:
+        return None
+    content_type, params = request.content_type
+    if content_type != "multipart/form-data":
+        return None
+    return params.get("boundary") or None
+
+
+async def submit_small_job(
+    request: Request[Any, Any, Any], boundary: str, jobs: JobService, runner: Runner, uploads: Uploads
+) -> SubmitBody:
+    """A small body (ADR 26): parsed whole, its upload kept in memory, then received
+    (validated, extracted) and the job submitted in one worker thread. The errors are
+    those of the streamed path, in its order: the form's, the archive's, the fields',
+    then the job's."""
+    with uploads.spool.slot() as slot:
+        form = await parse_multipart(
+            body_chunks(request, slot.release), boundary, uploads.spool, uploads.max_bytes, in_memory=True
+        )
+    spec: JobSpec | None = None
+    invalid: DomainError | None = None
+    try:
+        spec = job_spec_from_form(form)
+        bind_job_id(spec.jid)
+    except DomainError as e:
+        invalid = e  # raised after the archive's own error, as on the streamed path
+    result = await runner.run(receive_and_submit, jobs, form, spec, invalid)
+    assert spec is not None
+    return SubmitBody(data=data_body(result.data, spec.jid), compute=compute_body(result.info, spec.jid, ""))
+
+
+def receive_and_submit(
+    jobs: JobService, form: FormData, spec: JobSpec | None, invalid: DomainError | None
+) -> SubmittedJob:
+    """In a worker thread: the kept upload received, then the job submitted; an upload
+    no job adopted is discarded before returning, whatever the outcome."""
+    try:
+        if form.upload_bytes is not None:
+            upload, form.upload_bytes = form.upload_bytes, None
+            form.received = jobs.receive_input(io.BytesIO(upload).read)
+        if invalid is not None:
+            raise invalid
+        assert spec is not None
+        return jobs.submit(spec, staging_request(form, spec.input_dirs, spec.output_dir))
+    finally:
+        if form.upload_left:
+            form.discard_upload()
+
+
 class Preparation:
     """The job of a POST created on the scheduler while its upload is still arriving (ADR 23).
 
@@ -172,6 +232,9 @@ async def submit_job(request: Request[Any, Any, Any], state: State) -> SubmitBod
     jobs: JobService = state.jobs
     runner: Runner = state.runner
     uploads: Uploads = state.uploads
+    boundary = small_upload_boundary(request, jobs)
+    if boundary is not None:
+        return await submit_small_job(request, boundary, jobs, runner, uploads)
     preparation = Preparation(jobs, runner)
     failure: Exception | None = None
     try:
