@@ -676,6 +676,28 @@ def test_logs_are_json_with_request_and_job_ids_and_no_secrets(app_factory: Any,
         assert secret not in err
 
 
+def test_every_log_line_is_json_including_the_libraries_warnings(app_factory: Any, capsys: Any, reset_structlog: Any) -> None:
+    import logging
+
+    from pfcon.entrypoints.logs import configure_logging
+
+    configure_logging("INFO", cache=False)
+    api = app_factory()  # the app must not take the root logger over (Litestar's default)
+    capsys.readouterr()
+    api.client.get(f"{API}/health/")
+    logging.getLogger("httpx").info("HTTP Request: GET http://slurmrestd/ (chatter)")
+    logging.getLogger("urllib3.connectionpool").warning("Retrying after connection broken: secret=%s", "x")
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=ValueError("boom"))
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines()]  # each one JSON, or this raises
+    assert "chatter" not in err  # a library's INFO stays quiet
+    warning = next(line for line in lines if line.get("logger") == "urllib3.connectionpool")
+    assert warning["level"] == "warning" and warning["event"].startswith("Retrying after") and warning["timestamp"]
+    error = next(line for line in lines if line.get("logger") == "uvicorn.error")
+    assert error["level"] == "error" and "ValueError: boom" in error["exception"]
+    assert any(line.get("event") == "request" for line in lines)
+
+
 def test_each_response_carries_its_request_id(api: Api) -> None:
     import re
 

@@ -187,6 +187,9 @@ def create_app(container: Container) -> Litestar:
             request_max_body_size=settings.http.max_body_bytes,
             openapi_config=docs.openapi_config("pfcon", info.server_version),
             debug=False,
+            # Not Litestar's logging config: it would take the root logger over (INFO, plain
+            # text); logging is JSON lines set up once by entrypoints.logs.
+            logging_config=None,
         )
     app.state.auth_service = auth_service
     app.state.jobs, app.state.ops, app.state.runner = job_service, op_service, runner

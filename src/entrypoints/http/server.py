@@ -181,5 +181,6 @@ def run_app(app: Any, settings: Any, host: str | None = None, port: int | None =
         limit_concurrency=http.max_connections,
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's warnings reach the root logger: JSON lines like the rest
         timeout_keep_alive=30,
     )
