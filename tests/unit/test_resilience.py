@@ -158,6 +158,55 @@ def test_staging_marker_exists_only_while_staging(tmp_path: Any) -> None:
     assert sb.recover() == []
 
 
+def test_a_staging_completing_while_a_duplicate_checks_its_marker_is_not_taken_for_a_crash(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate POST opens the marker while the first staging holds it; that staging then
+    completes (unlinks its marker, lets the lock go) before the duplicate tries the lock.
+    The lock is free, but the marker is no longer the job's: the job is complete, not stale."""
+    sb = StoreBase(str(tmp_path))
+    staging = sb.claimed("chris-jid-1")
+    staging.__enter__()
+    real_flock = fcntl.flock
+    completed: list[bool] = []
+
+    def flock_after_the_staging_completes(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_NB and not completed:
+            completed.append(True)
+            staging.__exit__(None, None, None)  # the first POST's staging is complete
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_staging_completes)
+    with pytest.raises(JobAlreadyExists):
+        sb.claim("chris-jid-1")
+    assert completed
+    assert sorted(os.listdir(sb.key_dir("chris-jid-1"))) == ["incoming", "outgoing"]  # untouched
+    assert sb.recover() == [] and sb.exists("chris-jid-1")
+
+
+def test_a_crashed_staging_is_removed_by_one_duplicate_only(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two POSTs of a job id whose staging crashed: while the first removes the stale
+    directory and claims the id anew, the second, which had opened the stale marker too,
+    never removes what the first made."""
+    sb = StoreBase(str(tmp_path))
+    crashed_staging(sb, "chris-jid-1")
+    real_flock = fcntl.flock
+    inner: list[str] = []
+
+    def flock_while_another_claims(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_NB and not inner:
+            inner.append("claiming")
+            sb.claim("chris-jid-1")  # the other POST wins the stale id meanwhile
+            os.mkdir(sb.incoming("chris-jid-1"))
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_while_another_claims)
+    with pytest.raises(JobAlreadyExists):
+        sb.claim("chris-jid-1")
+    assert inner and os.listdir(sb.key_dir("chris-jid-1")) == ["incoming"]
+    assert os.listdir(sb.incoming("chris-jid-1")) == []  # the crashed data is gone, the new claim stays
+
+
 def test_recover_sweeps_crashed_staging_only(tmp_path: Any) -> None:
     sb = StoreBase(str(tmp_path))
     crashed_staging(sb, "chris-jid-1")

@@ -272,6 +272,9 @@ class OpJobStoreBase(StoreBase):
     def unfinished(self, jid: str) -> bool:
         return False
 
+    def remove_if_unfinished(self, jid: str) -> bool:
+        return False
+
     def recover(self) -> list[str]:
         return []
 

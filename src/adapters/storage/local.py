@@ -208,10 +208,9 @@ class StoreBase:
                 os.mkdir(path, 0o755)
                 return path
             except FileExistsError:
-                if not self.unfinished(jid):
+                if not self.remove_if_unfinished(jid):
                     break
                 log.warning("stale_staging_removed", job_id=jid)
-                self.delete(jid)
         raise JobAlreadyExists(jid)
 
     @contextlib.contextmanager
@@ -239,16 +238,51 @@ class StoreBase:
             if marker >= 0:
                 os.close(marker)
 
-    def unfinished(self, jid: str) -> bool:
-        """Whether ``key-<jid>/`` was left half-staged: its marker exists and nobody holds it."""
+    def _stale_marker(self, jid: str) -> int:
+        """The fd, locked by this process, of ``key-<jid>/.staging`` if that marker is
+        stale (nobody held it: a crash mid-staging), else -1.
+
+        Every staging unlinks its marker before it lets the lock go, and a marker is taken
+        for stale only if, once locked, it is still the file linked at that path: a marker
+        opened while held, then unlinked and released when its staging completed, is not
+        (a concurrent POST of the same id once took a job just staged for a crashed one
+        and removed its directory).
+        """
+        marker = os.path.join(self.key_dir(jid), STAGING_MARKER)
         try:
-            fd = os.open(os.path.join(self.key_dir(jid), STAGING_MARKER), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(marker, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
-            return False
+            return -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # being staged right now
+            held, linked = os.fstat(fd), os.stat(marker, follow_symlinks=False)
+            if held.st_nlink > 0 and (held.st_dev, held.st_ino) == (linked.st_dev, linked.st_ino):
+                return fd
+        except OSError:  # BlockingIOError: being staged right now; FileNotFoundError: done
+            pass
+        os.close(fd)
+        return -1
+
+    def unfinished(self, jid: str) -> bool:
+        """Whether ``key-<jid>/`` was left half-staged: its marker exists and nobody holds it."""
+        fd = self._stale_marker(jid)
+        if fd < 0:
+            return False
+        os.close(fd)
+        return True
+
+    def remove_if_unfinished(self, jid: str) -> bool:
+        """Remove ``key-<jid>/`` if it was left half-staged; whether it was.
+
+        The stale marker stays locked by this process and is unlinked first, so no one
+        else takes the directory for stale while it is removed or claimed anew."""
+        fd = self._stale_marker(jid)
+        if fd < 0:
+            return False
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.key_dir(jid), STAGING_MARKER))
+            self.delete(jid)
         finally:
             os.close(fd)
         return True
@@ -261,8 +295,7 @@ class StoreBase:
             return []
         swept = []
         for name in names:
-            if name.startswith("key-") and self.unfinished(jid := name[len("key-") :]):
-                self.delete(jid)
+            if name.startswith("key-") and self.remove_if_unfinished(jid := name[len("key-") :]):
                 swept.append(jid)
         if swept:
             log.warning("stale_staging_removed", count=len(swept), job_ids=swept[:20])
