@@ -408,34 +408,10 @@ def many_objects(s3_ok: None) -> list[str]:
     return keys
 
 
-def test_a_20000_object_prefix_is_staged_about_as_fast_as_the_store_serves_it(
-    many_objects: list[str], tmp_path: Any
-) -> None:
+def test_a_20000_object_prefix_is_staged_whole_with_bounded_memory(many_objects: list[str], tmp_path: Any) -> None:
+    # How fast, against the store's own parallel GET rate, is measured by `make bench`
+    # (section objectstores), not asserted here.
     workers = 8
-    # The store's own rate, measured the same way: list the prefix, then GET every
-    # object into a file with as many threads as the staging uses.
-    client = raw_client(pool=workers + 4)
-    bucket = s3_settings().bucket
-    raw_dir = tmp_path / "raw"
-
-    def raw_fetch() -> int:
-        keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=MANY_PREFIX + "/"):
-            keys.extend(o["Key"] for o in page.get("Contents", ()))
-
-        def get(key: str) -> None:
-            target = raw_dir / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(get, keys))
-        return len(keys)
-
-    t0 = time.monotonic()
-    assert raw_fetch() == MANY
-    raw_seconds = time.monotonic() - t0
-
     root = tmp_path / "storeBase"
     root.mkdir()
     storage = S3Storage(StoreBase(str(root)), s3_settings(concurrency=workers), workers=workers)
@@ -443,12 +419,38 @@ def test_a_20000_object_prefix_is_staged_about_as_fast_as_the_store_serves_it(
     data, growth, seconds = peak_rss_growth(lambda: storage.stage("many-1", request))
     assert data.nfiles == MANY
     incoming = root / "key-many-1" / "incoming"
-    assert (incoming / "d19" / "f19999.txt").read_bytes() == f"{MANY_PREFIX}/d19/f19999.txt".encode() * 4
-    print(f"\nS3 {MANY} objects staged in {seconds:.1f} s ({MANY / seconds:.0f} objects/s, peak RSS growth "
-          f"{growth / MiB:.1f} MiB); the store's own parallel GET: {raw_seconds:.1f} s ({MANY / raw_seconds:.0f} "
-          f"objects/s, {workers} threads)")  # fmt: skip
-    assert seconds < 300
-    assert seconds < 2.5 * raw_seconds + 5
+    assert sum(len(files) for _, _, files in os.walk(incoming)) == MANY
+    for key in (many_objects[0], many_objects[-1]):
+        assert (incoming / key[len(MANY_PREFIX) + 1 :]).read_bytes() == key.encode() * 4
+    print(f"\nS3 {MANY} objects staged in {seconds:.1f} s ({MANY / seconds:.0f} objects/s, "
+          f"peak RSS growth {growth / MiB:.1f} MiB)")  # fmt: skip
+    assert growth < RSS_BOUND
+
+
+def test_objects_of_any_name_are_staged(s3_ok: None, tmp_path: Any) -> None:
+    from .test_swift_storage import ODD_NAMES
+
+    harness = S3Harness(str(tmp_path))
+    files = {name: name.encode() * 3 for name in ODD_NAMES}
+    data = harness.storage.stage("odd-1", harness.seed(files))
+    assert data.nfiles == len(files)
+    assert read_dir(os.path.join(str(tmp_path), "key-odd-1", "incoming")) == files
+
+
+def test_an_object_gone_between_listing_and_get_is_a_503_naming_the_code(s3_ok: None, tmp_path: Any) -> None:
+    harness = S3Harness(str(tmp_path))
+    with pytest.raises(BackendUnavailable, match=r"S3 error while downloading inputs \(HTTP 404 NoSuchKey\)"):
+        harness.storage._download(f"{harness.prefix}/gone.txt", str(tmp_path / "gone.txt"), 1)
+
+
+def test_a_wrong_secret_is_refused_by_the_store_and_never_shown(s3_ok: None, tmp_path: Any) -> None:
+    direct = S3Harness(str(tmp_path / "direct"))
+    direct.seed({"a.txt": b"a"})
+    storage = S3Storage(StoreBase(str(tmp_path)), s3_settings(secret_key=SECRET_MARK, retries=0))
+    with pytest.raises(BackendUnavailable, match=r"S3 error while downloading inputs \(HTTP 403") as e:
+        storage._download(f"{direct.prefix}/in1/a.txt", str(tmp_path / "a.txt"), 1)
+    assert SECRET_MARK not in str(e.value) and SECRET_MARK not in repr(e.value.__cause__)
+    assert not (tmp_path / "a.txt").exists()
 
 
 # -- through the HTTP API (python-pfconclient 3.3.0) --------------------------------

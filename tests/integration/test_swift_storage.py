@@ -196,3 +196,35 @@ def test_wrong_credentials_are_a_clear_error(tmp_path: Any) -> None:
     storage = SwiftStorage(StoreBase(str(tmp_path)), swift_settings(key="wrong", retries=1))
     with pytest.raises(BackendUnavailable, match="401"):
         storage.validate("x", StagingRequest(input_dirs=("a",), output_dir="b"))
+
+
+ODD_NAMES = ("with space.txt", "unicodé/ñame.txt", "plus+and%25percent.txt", "hash#query?.txt", "tilde~'quote'(1)&a=b.txt")
+
+
+def test_objects_of_any_name_are_staged(swift_ok: None, tmp_path: Any) -> None:
+    harness = SwiftHarness(str(tmp_path))
+    files = {name: name.encode() * 3 for name in ODD_NAMES}
+    data = harness.storage.stage("odd-1", harness.seed(files))
+    assert data.nfiles == len(files)
+    assert read_dir(os.path.join(str(tmp_path), "key-odd-1", "incoming")) == files
+
+
+def test_an_expired_token_is_renewed_while_staging(swift_ok: None, tmp_path: Any) -> None:
+    harness = SwiftHarness(str(tmp_path))
+    request = harness.seed({"a.txt": b"a"})
+    harness.storage.stage("tok-1", request)
+    store = harness.storage.store
+    assert store._auth is not None
+    path, token = store._auth
+    store._auth = (path, "AUTH_tk" + "0" * 32)  # what an expired or revoked token looks like
+    request = harness.seed({"b.txt": b"b", "c/d.txt": b"d"})
+    assert harness.storage.stage("tok-2", request).nfiles == 2
+    assert read_dir(os.path.join(str(tmp_path), "key-tok-2", "incoming")) == {"b.txt": b"b", "c/d.txt": b"d"}
+    assert store._auth[1] != "AUTH_tk" + "0" * 32
+
+
+def test_an_object_gone_between_listing_and_get_is_a_503_naming_swift(swift_ok: None, tmp_path: Any) -> None:
+    harness = SwiftHarness(str(tmp_path))
+    harness.seed({})
+    with pytest.raises(BackendUnavailable, match=r"Swift error while downloading inputs \(HTTP 404\)"):
+        harness.storage._download(f"{harness.prefix}/gone.txt", str(tmp_path / "gone.txt"), 1)

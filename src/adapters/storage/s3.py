@@ -4,31 +4,36 @@ The staging, link following, upload and error rules are the object-store ones
 (:mod:`.objectstore`, shared with Swift); this module is the S3 client behind them: one
 bucket, path-style addressing and checksums only when required (pfcon's settings, for
 MinIO, Ceph and SeaweedFS with boto3 ≥ 1.36), botocore's standard retry mode (exponential
-backoff with jitter). Objects stream through files: a small one in one GET, a large one
+backoff with jitter). Objects stream through files: a small one in one GET signed by
+botocore's SigV4 signer and sent over kept-alive connections (:mod:`.objectget`), a large one
 (from ``multipart_threshold``) through one shared s3transfer manager, as ranged parallel
 GETs or a multipart upload, with bounded concurrency and a bounded write queue, so memory
 stays small whatever the sizes.
 
-Credentials live in the client only: never in a ``repr``, a log line or an error.
+Credentials live in the client and the signer only: never in a ``repr``, a log line or an error.
 """
 
 from __future__ import annotations
 
-import errno
+import http.client
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.exceptions import RetriesExceededError, TransferNotDoneError
 from s3transfer.subscribers import BaseSubscriber
-from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-from .local import CHUNK, StoreBase
+from .local import StoreBase
+from .objectget import ObjectGets, ObjectHTTPError
 from .objectstore import ObjectInfo, ObjectStorage
 
 MiB = 1024**2
@@ -86,7 +91,8 @@ class S3Store:
 
     name = "S3"
     errors: tuple[type[BaseException], ...] = (
-        BotoCoreError, ClientError, RetriesExceededError, TransferNotDoneError, OSError,
+        BotoCoreError, ClientError, RetriesExceededError, TransferNotDoneError, ObjectHTTPError, OSError,
+        http.client.HTTPException,
     )  # fmt: skip
 
     def __init__(self, settings: S3Settings) -> None:
@@ -106,12 +112,28 @@ class S3Store:
                 preferred_transfer_client="classic",
             ),
         )
+        # Small objects: signed GETs over kept-alive connections (botocore's own SigV4
+        # signer, path-style URLs as the client's), see .objectget.
+        endpoint = urlsplit(s.endpoint_url)
+        self._origin = f"{endpoint.scheme}://{endpoint.netloc}"
+        self._bucket_path = f"{endpoint.path.rstrip('/')}/{quote(s.bucket, safe='')}/"
+        self._signer = S3SigV4Auth(Credentials(s.access_key, s.secret_key), "s3", s.region)
+        self.gets = ObjectGets(
+            s.endpoint_url,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            retries=s.retries,
+            backoff=0.5,
+            max_backoff=20.0,
+        )
 
     def __repr__(self) -> str:
         return f"S3Store(endpoint_url={self.settings.endpoint_url!r}, bucket={self.settings.bucket!r})"
 
     @staticmethod
     def describe(error: BaseException) -> str:
+        if isinstance(error, ObjectHTTPError):
+            return str(error)
         if isinstance(error, ClientError):
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = error.response.get("Error", {}).get("Code", "")
@@ -166,18 +188,14 @@ class S3Store:
             # complete; a broken stream is retried; writes wait in a bounded queue.
             self.transfers.download(self.settings.bucket, name, path, subscribers=[_KnownSize(size)]).result()
             return
-        # A small object: one GET streamed into the file, without the transfer manager's
-        # per-object threads and futures (most inputs are small: this is the hot path).
-        for attempt in range(self.settings.retries + 1):
-            try:
-                body = self.client.get_object(Bucket=self.settings.bucket, Key=name)["Body"]
-                with open(path, "wb") as f:
-                    for chunk in body.iter_chunks(CHUNK):
-                        f.write(chunk)
-                return
-            except S3_RETRYABLE_DOWNLOAD_ERRORS as e:  # the request succeeded, its body broke off
-                if attempt == self.settings.retries or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-                    raise
+        # A small object: one signed GET streamed into the file (most inputs are small:
+        # this is the hot path), without boto3's per-request machinery.
+        self.gets.get(self._bucket_path + quote(name, safe="/~"), self._signed, path)
+
+    def _signed(self, path: str) -> Mapping[str, str]:
+        request = AWSRequest("GET", self._origin + path)
+        self._signer.add_auth(request)  # stateless: safe from every staging thread
+        return dict(request.headers.items())
 
     def put(self, path: str, name: str, size: int) -> None:
         # One PUT below the threshold, else a multipart upload whose parts are read from

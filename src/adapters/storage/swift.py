@@ -4,6 +4,8 @@ The staging, link following, upload and error rules are the object-store ones
 (:mod:`.objectstore`); this module is the Swift client behind them: auth v1, one
 container, retries with exponential backoff by swiftclient's ``Connection``, objects
 streamed in 1 MiB chunks, and Static Large Objects for files too large for one PUT.
+Objects are read with the token swiftclient obtained, by plain GETs over kept-alive
+connections (:mod:`.objectget`), renewed once on a 401.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
 
 import urllib3.exceptions
 from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
-from .local import CHUNK, StoreBase
+from .local import StoreBase
+from .objectget import ObjectGets, ObjectHTTPError
 from .objectstore import ObjectInfo, ObjectStorage
 
 GiB = 1024**3
@@ -46,12 +50,16 @@ class SwiftStore:
 
     name = "Swift"
     errors: tuple[type[BaseException], ...] = (
-        ClientException, OSError, urllib3.exceptions.HTTPError, http.client.HTTPException,
+        ClientException, ObjectHTTPError, OSError, urllib3.exceptions.HTTPError, http.client.HTTPException,
     )  # fmt: skip
 
     def __init__(self, settings: SwiftSettings) -> None:
         self.settings = settings
         self._local = threading.local()
+        self._auth_lock = threading.Lock()
+        self._auth: tuple[str, str] | None = None  # storage URL path + container, token
+        self._gets: ObjectGets | None = None
+        self._origin = ""
 
     @staticmethod
     def describe(error: BaseException) -> str:
@@ -108,10 +116,37 @@ class SwiftStore:
         return data[:limit]
 
     def get(self, name: str, path: str, size: int) -> None:
-        _, chunks = self.connection().get_object(self.settings.container, name, resp_chunk_size=CHUNK)
-        with open(path, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+        gets, base, _ = self._reader()
+        gets.get(base + quote(name, safe="/"), self._token_headers, path, renew=self._renew)
+
+    def _reader(self, renew: bool = False) -> tuple[ObjectGets, str, str]:
+        """The GETs' connections, the container's URL path and the token (auth once, shared)."""
+        with self._auth_lock:
+            if self._gets is None or self._auth is None or renew:
+                conn = self.connection()
+                if renew:
+                    conn.url = conn.token = None  # swiftclient authenticates again
+                conn.head_container(self.settings.container)  # auth, with swiftclient's retries
+                url, token = conn.url, conn.token
+                parts = urlsplit(url)
+                origin = f"{parts.scheme}://{parts.netloc}"
+                if self._gets is None or self._origin != origin:
+                    if self._gets is not None:
+                        self._gets.close()
+                    s = self.settings
+                    self._gets = ObjectGets(origin, connect_timeout=s.timeout, read_timeout=s.timeout,
+                                            retries=s.retries, backoff=s.starting_backoff,
+                                            max_backoff=s.max_backoff)  # fmt: skip
+                    self._origin = origin
+                self._auth = (f"{parts.path.rstrip('/')}/{quote(self.settings.container, safe='')}/", token)
+            return self._gets, self._auth[0], self._auth[1]
+
+    def _token_headers(self, path: str) -> dict[str, str]:
+        assert self._auth is not None
+        return {"X-Auth-Token": self._auth[1]}
+
+    def _renew(self) -> None:
+        self._reader(renew=True)
 
     def put(self, path: str, name: str, size: int) -> None:
         if size > self.settings.large_object_threshold:
