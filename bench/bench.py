@@ -650,9 +650,10 @@ class Bench:
     # -- section 4: 20 concurrent jobs ----------------------------------------------------------
     # The engine's own burst and the server's alternate engine, server, server, engine, ...
     # (ABBA: a drift of the engine's speed during the section lands on both alike); each
-    # pair's ratio is taken, and the verdict uses the median pair. Six pairs: one pair's
-    # ratio moves between 0.65x and 1.47x on this machine (docs/performance.md, run 6).
-    BURST_ORDER = ("engine", "server", "server", "engine") * 3
+    # pair's ratio is taken, and the verdict uses the median pair. Twelve pairs: one pair's
+    # ratio moves between 0.65x and 1.47x on this machine (docs/performance.md, runs 6 and
+    # 9), so the median of six still moved by ±0.05 between runs.
+    BURST_ORDER = ("engine", "server", "server", "engine") * 6
 
     def sec_concurrent(self) -> None:
         n = self.n(20, 5)
