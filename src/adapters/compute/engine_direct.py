@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import select
 import socket
 import struct
-import threading
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -32,12 +30,11 @@ import requests.exceptions
 from docker.transport import UnixHTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
+from ..keepalive import CLOSED, IdleConnections
 from .engine_connections import POOL_KEY
 
 # Idle connections kept per engine socket (the server's worker threads share them).
 MAX_IDLE = 32
-# How a kept-alive connection the engine has closed fails a request sent over it.
-_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _FRAME = struct.Struct(">BxxxL")  # a multiplexed log frame's header: stream, 3 zero bytes, size
 
 
@@ -55,17 +52,6 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle kept-alive connection was closed by the engine (or has unread
-    bytes, which a finished exchange never leaves): it is not reused."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def demux_logs(raw: bytes) -> bytes:
@@ -95,8 +81,7 @@ class DirectEngineAPI:
         self._api = api
         self._socket_path = socket_path
         self._timeout: float | None = getattr(api, "timeout", None)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._pool = IdleConnections(lambda: _UnixConnection(socket_path, self._timeout), MAX_IDLE)
 
     def __getattr__(self, name: str) -> Any:  # everything else: the SDK client's
         return getattr(self._api, name)
@@ -144,28 +129,9 @@ class DirectEngineAPI:
             raise requests.exceptions.InvalidJSONError("the engine's answer is not a JSON object")
         return value
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not _dropped(conn):
-                    return conn, True
-                conn.close()
-        return _UnixConnection(self._socket_path, self._timeout), False
-
-    def _checkin(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
     def close_direct(self) -> None:
         """Close the kept-alive connections of the direct calls (the SDK client's are its own)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
     def close(self) -> None:
         self.close_direct()
@@ -176,14 +142,14 @@ class DirectEngineAPI:
         url = f"/v{self._api._version}{path}"
         headers = {"Content-Type": "application/json"} if body else {}
         for attempt in (1, 2):
-            conn, reused = self._checkout()
+            conn, reused = self._pool.checkout()
             try:
                 conn.request(method, url, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                if reused and attempt == 1 and isinstance(e, _CLOSED):
+                if reused and attempt == 1 and isinstance(e, CLOSED):
                     # A kept-alive connection the engine closed as it was taken (an idle
                     # connection's close crossing the request): no answer began, so the
                     # engine did not take the request; it is sent once more, on a new one.
@@ -194,7 +160,7 @@ class DirectEngineAPI:
             if response.will_close:
                 conn.close()
             else:
-                self._checkin(conn)
+                self._pool.checkin(conn)
             if response.status >= 400:
                 self._raise(response, url, data)
             return data

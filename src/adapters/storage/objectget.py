@@ -24,19 +24,18 @@ from __future__ import annotations
 import http.client
 import random
 import re
-import select
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
+
+from ..keepalive import CLOSED, IdleConnections
 
 CHUNK = 1 << 20
 MAX_IDLE = 64  # idle connections kept (staging threads of every job share them)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _ERROR_BODY = 64 * 1024  # read at most this of an error answer, for its code
-_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
 
 Headers = Callable[[str], Mapping[str, str]]
@@ -91,16 +90,6 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """An idle connection the store closed (or with unread bytes): not reused."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 class _BodyBroken(Exception):
     """The answer's body broke off (the network, not the file): fetched again."""
 
@@ -132,8 +121,7 @@ class ObjectGets:
         self.max_backoff = max_backoff
         self._sleep = sleep
         self._context = tls_context() if self.https else None
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._pool = IdleConnections(self._new, MAX_IDLE)
 
     # -- connections ----------------------------------------------------------
     def _new(self) -> http.client.HTTPConnection:
@@ -141,27 +129,8 @@ class ObjectGets:
             return _TLSConnection(self.host, self.port, self.connect_timeout, self.read_timeout, self._context)
         return _Connection(self.host, self.port, self.connect_timeout, self.read_timeout)
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not _dropped(conn):
-                    return conn, True
-                conn.close()
-        return self._new(), False
-
-    def _checkin(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
     # -- one object -----------------------------------------------------------
     def _pause(self, attempt: int) -> None:
@@ -176,13 +145,13 @@ class ObjectGets:
         attempt = 0
         renewed = renew is None
         while True:
-            conn, reused = self._checkout()
+            conn, reused = self._pool.checkout()
             try:
                 conn.request("GET", path, headers=dict(headers(path)))
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                if reused and isinstance(e, _CLOSED):
+                if reused and isinstance(e, CLOSED):
                     continue  # a kept-alive connection closed as it was taken: not a try
                 if attempt >= self.retries:
                     raise
@@ -237,7 +206,7 @@ class ObjectGets:
         if response.will_close:
             conn.close()
         else:
-            self._checkin(conn)
+            self._pool.checkin(conn)
 
     def _error_body(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
         try:
