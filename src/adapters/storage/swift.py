@@ -116,11 +116,12 @@ class SwiftStore:
         return data[:limit]
 
     def get(self, name: str, path: str, size: int) -> None:
-        gets, base, _ = self._reader()
+        gets, base = self._reader()
         gets.get(base + quote(name, safe="/"), self._token_headers, path, renew=self._renew)
 
-    def _reader(self, renew: bool = False) -> tuple[ObjectGets, str, str]:
-        """The GETs' connections, the container's URL path and the token (auth once, shared)."""
+    def _reader(self, renew: bool = False) -> tuple[ObjectGets, str]:
+        """The GETs' connections and the container's URL path (auth once, shared; the token
+        is kept in ``_auth`` for ``_token_headers``)."""
         with self._auth_lock:
             if self._gets is None or self._auth is None or renew:
                 conn = self.connection()
@@ -139,7 +140,7 @@ class SwiftStore:
                                             max_backoff=s.max_backoff)  # fmt: skip
                     self._origin = origin
                 self._auth = (f"{parts.path.rstrip('/')}/{quote(self.settings.container, safe='')}/", token)
-            return self._gets, self._auth[0], self._auth[1]
+            return self._gets, self._auth[0]
 
     def _token_headers(self, path: str) -> dict[str, str]:
         assert self._auth is not None
